@@ -1,0 +1,56 @@
+# TerraMind for QGIS. The README gives two commands: `make demo` and `make test`.
+# Both set up what is missing first (Debian packages, the project venv), then run.
+SHELL        := /bin/bash
+VENV         ?= .venv
+PY           := $(VENV)/bin/python
+PLUGIN_NAME  := terramind_qgis
+PLUGIN_PATH  := $(CURDIR)/.pluginpath
+APT_PKGS     := qgis python3-qgis qgis-providers python3-venv xvfb xauth
+REF_PY       ?= $(shell bash ../shared/reference/setup-terratorch.sh 2>/dev/null | tail -n 1)
+PYTEST_ARGS  ?=
+export QT_QPA_PLATFORM ?= offscreen
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: test demo bench goldens setup system-deps plugin-link test-unit test-qgis clean
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-qgis: setup
+	$(PY) -m pytest tests/qgis $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/demo.py --out demo-output
+
+bench: setup
+	$(PY) tools/bench/run_bench.py --out bench-results
+
+# Regenerates the golden tensors with the reference implementation (terratorch, a dev tool only).
+goldens:
+	@test -x "$(REF_PY)" || { echo "reference venv missing: run ../shared/reference/setup-terratorch.sh"; exit 1; }
+	PYTHONPATH=$(PLUGIN_PATH) "$(REF_PY)" tools/goldens/make_goldens.py
+
+setup: system-deps plugin-link $(VENV)/.installed
+
+system-deps:
+	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
+	  echo "installing Debian packages: $(APT_PKGS)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PKGS); \
+	fi
+
+plugin-link:
+	@mkdir -p $(PLUGIN_PATH) && ln -sfn .. $(PLUGIN_PATH)/$(PLUGIN_NAME)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -r requirements-dev.txt
+	$(PY) -c "import qgis.core, osgeo.gdal_array, torch, rasterio, onnxruntime, huggingface_hub; print('venv ok')"
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(PLUGIN_PATH) .pytest_cache demo-output

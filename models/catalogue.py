@@ -1,0 +1,246 @@
+"""The model catalogue: official TerraMind v1 ids → weights, architecture, modalities (torch-free).
+
+A ``ModelSpec`` is one model card (timm ``PretrainedCfg`` / torchgeo ``WeightsEnum`` idea): the id,
+the architecture config, where the weights live (Hugging Face repo, file, pinned revision,
+licence), and what goes in and out. The QGIS side lists it without importing torch.
+
+Custom models (a user's own reduced or re-trained variant, the plugin's own test variants) are
+model cards in JSON with the same fields (``ModelSpec.to_dict`` / ``from_dict``), registered with
+``register`` or found in the folders named by the ``TERRAMIND_CATALOGUE_PATH`` environment
+variable (``os.pathsep``-separated). Entries there may not reuse an official id.
+
+Revisions: the Hub is unreachable where this catalogue was written, so the official entries pin
+``OFFICIAL_REVISION`` (the branch the reference, terratorch 1.2.11, downloads). ``tools/pin_revisions.py``
+replaces it by the commit hashes when run with network access.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError, ModelNotFoundError
+from .modalities import MODALITIES
+
+OFFICIAL_REVISION = "main"
+HF_ORG = "ibm-esa-geospatial"
+LICENSE = "Apache-2.0"
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Architecture of one image tokenizer (spec §2). Defaults are the official v1 values."""
+
+    kind: Literal["divae", "vqvae"]
+    in_channels: int  # image channels (LULC: number of classes, one-hot inside)
+    levels: tuple[int, ...] = (8, 8, 8, 6, 5)  # FSQ levels; vocab = prod(levels)
+    patch_size: int = 16
+    image_size: int = 256  # size the stored pos_emb grid was made for (16x16)
+    enc_dim: int = 768
+    enc_depth: int = 12
+    enc_heads: int = 12
+    mlp_ratio: float = 4.0
+    # VQ-VAE (LULC) ViT decoder
+    dec_dim: int = 768
+    dec_depth: int = 12
+    dec_heads: int = 12
+    # DiVAE diffusion UNet
+    unet_channels: int = 256
+    unet_res_blocks: int = 3
+    unet_channel_mult: tuple[int, ...] = (1, 2, 2, 2)
+    unet_attention_rates: tuple[int, ...] = (4, 8)
+    unet_heads: int = 1
+    unet_patch_size: int = 4
+    num_train_timesteps: int = 1000
+
+    @property
+    def latent_dim(self) -> int:
+        return len(self.levels)
+
+    @property
+    def vocab_size(self) -> int:
+        n = 1
+        for level in self.levels:
+            n *= level
+        return n
+
+
+@dataclass(frozen=True)
+class TerraMindConfig:
+    """Architecture of the TerraMind encoder-decoder (spec §3.1)."""
+
+    dim: int
+    num_heads: int
+    encoder_depth: int
+    decoder_depth: int
+    mlp: Literal["gelu", "swiglu"]
+    mlp_hidden: int
+    bias: bool  # qkv / proj / mlp linear biases (tiny, small)
+    img_size: int = 224
+    patch_size: int = 16
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a model's official weights live."""
+
+    repo_id: str
+    filename: str
+    revision: str = OFFICIAL_REVISION
+    sha256: str | None = None
+    license: str = LICENSE
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalogue entry (a model card)."""
+
+    id: str
+    kind: Literal["tokenizer", "terramind"]
+    title: str
+    config: TokenizerConfig | TerraMindConfig
+    weights: WeightsSource | None
+    modality: str | None = None  # tokenizers: the modality they encode
+    inputs: tuple[str, ...] = ()  # terramind: modalities it accepts
+    outputs: tuple[str, ...] = ()  # terramind: modalities it can generate
+    tokenizers: dict[str, str] = field(default_factory=dict)  # modality -> tokenizer id
+    official: bool = True
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["config"]["type"] = type(self.config).__name__
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        try:
+            d = dict(data)
+            cfg = dict(d.pop("config"))
+            cfg_type = {"TokenizerConfig": TokenizerConfig, "TerraMindConfig": TerraMindConfig}[
+                cfg.pop("type", "TokenizerConfig" if d.get("kind") == "tokenizer" else "TerraMindConfig")
+            ]
+            names = {f.name for f in fields(cfg_type)}
+            unknown = set(cfg) - names
+            if unknown:
+                raise ConfigError(f"unknown config field(s) {sorted(unknown)} in model card '{d.get('id')}'")
+            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()}
+            weights = d.pop("weights", None)
+            for key in ("inputs", "outputs"):
+                d[key] = tuple(d.get(key, ()))
+            return cls(
+                config=cfg_type(**cfg),
+                weights=WeightsSource(**weights) if weights else None,
+                official=bool(d.pop("official", False)),
+                **d,
+            )
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"invalid model card {data.get('id', '?')!r}: {e}") from None
+
+
+def _tokenizer(modality: str, kind: str, in_channels: int, levels: tuple[int, ...], repo: str) -> ModelSpec:
+    mid = f"terramind_v1_tokenizer_{modality.lower()}"
+    return ModelSpec(
+        id=mid,
+        kind="tokenizer",
+        title=f"TerraMind 1.0 tokenizer {modality}",
+        config=TokenizerConfig(kind=kind, in_channels=in_channels, levels=levels),  # type: ignore[arg-type]
+        weights=WeightsSource(f"{HF_ORG}/TerraMind-1.0-Tokenizer-{repo}", f"TerraMind_Tokenizer_{repo}.pt"),
+        modality=modality,
+    )
+
+
+_GENERATABLE = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
+_TOKENIZERS = {m: f"terramind_v1_tokenizer_{m.lower()}" for m in _GENERATABLE}
+
+
+def _terramind(size: str, cfg: TerraMindConfig) -> ModelSpec:
+    return ModelSpec(
+        id=f"terramind_v1_{size}",
+        kind="terramind",
+        title=f"TerraMind 1.0 {size}",
+        config=cfg,
+        weights=WeightsSource(f"{HF_ORG}/TerraMind-1.0-{size}", f"TerraMind_v1_{size}.pt"),
+        inputs=("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM", "LULC", "NDVI"),
+        outputs=_GENERATABLE,
+        tokenizers=dict(_TOKENIZERS),
+    )
+
+
+OFFICIAL: tuple[ModelSpec, ...] = (
+    _tokenizer("S2L2A", "divae", 12, (8, 8, 8, 6, 5), "S2L2A"),
+    _tokenizer("S1GRD", "divae", 2, (8, 8, 8, 6, 5), "S1GRD"),
+    _tokenizer("S1RTC", "divae", 2, (8, 8, 8, 6, 5), "S1RTC"),
+    _tokenizer("DEM", "divae", 1, (8, 8, 8, 6, 5), "DEM"),
+    _tokenizer("NDVI", "divae", 1, (8, 8, 8, 6, 5), "NDVI"),
+    _tokenizer("LULC", "vqvae", 10, (7, 5, 5, 5, 5), "LULC"),
+    _terramind("tiny", TerraMindConfig(192, 3, 12, 4, "gelu", 768, True)),
+    _terramind("small", TerraMindConfig(384, 6, 12, 6, "gelu", 1536, True)),
+    _terramind("base", TerraMindConfig(768, 12, 12, 12, "swiglu", 2048, False)),
+    _terramind("large", TerraMindConfig(1024, 16, 24, 24, "swiglu", 2730, False)),
+)
+
+_REGISTRY: dict[str, ModelSpec] = {s.id: s for s in OFFICIAL}
+_LOADED_PATHS: set[str] = set()
+
+
+def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
+    """Add a custom model card. Official ids cannot be overwritten."""
+    if spec.id in _REGISTRY and (_REGISTRY[spec.id].official or not replace_existing):
+        if _REGISTRY[spec.id] == spec:
+            return spec
+        raise ConfigError(f"model id '{spec.id}' is already in the catalogue; choose another id")
+    for m in (*spec.inputs, *spec.outputs, *([spec.modality] if spec.modality else [])):
+        if m not in MODALITIES:
+            raise ConfigError(f"model card '{spec.id}' names unknown modality '{m}'")
+    _REGISTRY[spec.id] = replace(spec, official=False)
+    return _REGISTRY[spec.id]
+
+
+def load_cards(folder: str | os.PathLike[str]) -> list[ModelSpec]:
+    """Register every ``*.json`` model card in ``folder`` (each file: one card or a list)."""
+    out = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read model card file {path}: {e}") from None
+        for card in data if isinstance(data, list) else [data]:
+            if card.get("kind") in ("tokenizer", "terramind"):
+                out.append(register(ModelSpec.from_dict(card), replace_existing=True))
+    return out
+
+
+def _load_env_paths() -> None:
+    for folder in filter(None, os.environ.get("TERRAMIND_CATALOGUE_PATH", "").split(os.pathsep)):
+        if folder not in _LOADED_PATHS and Path(folder).is_dir():
+            _LOADED_PATHS.add(folder)
+            load_cards(folder)
+
+
+def get(model_id: str) -> ModelSpec:
+    """The catalogue entry for ``model_id``."""
+    _load_env_paths()
+    try:
+        return _REGISTRY[model_id]
+    except KeyError:
+        raise ModelNotFoundError(
+            f"model '{model_id}' is not in the catalogue; known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+
+
+def all_specs(kind: str | None = None) -> list[ModelSpec]:
+    """Every registered entry, optionally of one kind."""
+    _load_env_paths()
+    return [s for s in _REGISTRY.values() if kind is None or s.kind == kind]
+
+
+def tokenizer_for(model: ModelSpec, modality: str) -> ModelSpec:
+    """The tokenizer entry a TerraMind entry uses for ``modality``."""
+    try:
+        return get(model.tokenizers[modality])
+    except KeyError:
+        raise ModelNotFoundError(f"model '{model.id}' has no tokenizer for modality '{modality}'") from None

@@ -1,0 +1,68 @@
+"""One typed error hierarchy for the whole plugin (torch-free, QGIS-free).
+
+The QGIS side turns a ``TerraMindError`` into one ``QgsProcessingException`` at a single boundary;
+the worker sends it as an ``error`` event with its class name. Messages name the layer, band,
+parameter or checkpoint key at fault and say what is expected.
+"""
+
+from __future__ import annotations
+
+
+class TerraMindError(Exception):
+    """Base class of every error the plugin raises on purpose."""
+
+
+class ConfigError(TerraMindError, ValueError):
+    """A parameter, request or configuration value is invalid."""
+
+
+class InputRasterError(TerraMindError, ValueError):
+    """An input raster has the wrong band count, data type, CRS, extent or nodata."""
+
+
+class UnsupportedModalityError(TerraMindError, ValueError):
+    """A modality name is unknown or cannot be used in the requested role."""
+
+
+class ModelNotFoundError(TerraMindError, KeyError):
+    """A model id is not in the catalogue."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(TerraMindError):
+    """A checkpoint file is unreadable, truncated, of another model, or does not match."""
+
+
+class DownloadError(TerraMindError, OSError):
+    """Weights could not be fetched (offline cache miss, network, permission)."""
+
+
+class BackendUnavailableError(TerraMindError, ImportError):
+    """A runtime dependency (torch, onnxruntime, rasterio) is missing in the worker environment."""
+
+
+class WorkerError(TerraMindError):
+    """The worker process failed or could not be started."""
+
+
+class CancelledError(TerraMindError):
+    """The user cancelled the run."""
+
+
+ERROR_TYPES: dict[str, type[TerraMindError]] = {
+    cls.__name__: cls
+    for cls in (
+        TerraMindError,
+        ConfigError,
+        InputRasterError,
+        UnsupportedModalityError,
+        ModelNotFoundError,
+        CheckpointError,
+        DownloadError,
+        BackendUnavailableError,
+        WorkerError,
+        CancelledError,
+    )
+}

@@ -1,0 +1,168 @@
+"""The worker protocol, version 1: a job in, JSON-line events out (torch-free).
+
+The QGIS side (``processing_algorithms``) writes a job file and starts
+``python -m <plugin>.models.worker <job.json>``; the worker streams one JSON object per line on
+stdout and exits 0 on success, 1 on a handled error, 2 on a bad job, 130 when cancelled.
+The same entry point is the headless command line (``--help`` there).
+
+Job (JSON object)::
+
+    {"protocol": 1,
+     "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe",
+     "inputs":  {"<MODALITY or role>": {"path": "...", "bands": [1, 2, ...] | null,
+                                        "nodata": <number> | null, "name": "layer name"}},
+     "outputs": {"<output key>": "<path of the GeoTIFF to write>"},
+     "model":   {"id": "terramind_v1_base", "weights": null | "<file or folder>",
+                 "tokenizer_weights": {"<MODALITY>": "<file or folder>"}, "untrained": false,
+                 "catalogue_paths": ["<folder of JSON model cards>"]},
+     "params":  {task-specific values: timesteps, seed, temperature, top_p, top_k, ...},
+     "tiling":  {"tile_size": 224, "overlap": 32, "batch_size": 4},
+     "extent":  null | [xmin, ymin, xmax, ymax]   (in the CRS of the first input),
+     "device":  "auto" | "cpu" | "cuda" | "cuda:N",
+     "precision": "fp32" | "bf16" | "fp16"}
+
+``bands`` are 1-based band numbers of the file, listed in the model's band order (null: the file's
+bands as they are). Events (one JSON object per line, key ``event``):
+
+- ``{"event": "progress", "percent": 0-100}``
+- ``{"event": "info", "message": "..."}`` / ``{"event": "warning", "message": "..."}``
+- ``{"event": "result", "outputs": {"<output key>": "<path>"}, "metrics": {...}}`` (last line on success)
+- ``{"event": "error", "type": "<TerraMindError subclass name>", "message": "..."}`` (last line on failure)
+
+Outputs are written to ``<path>.partial-<pid>.tif`` and renamed when complete; a cancelled or failed
+worker removes its partial files, and the QGIS side removes any left by a killed worker
+(``partial_glob``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+PROTOCOL_VERSION = 1
+TASKS = ("reconstruct", "generate", "segment", "map_water", "describe")
+DEVICES_HELP = "auto, cpu, cuda or cuda:N"
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_JOB, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    path: str
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    id: str
+    weights: str | None = None
+    tokenizer_weights: dict[str, str] = field(default_factory=dict)
+    untrained: bool = False
+    catalogue_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TilingSpec:
+    tile_size: int = 224
+    overlap: int = 32
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 32 or self.tile_size % 16:
+            raise ConfigError(f"tile size must be a multiple of 16 and at least 32, got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size // 2 + 1:
+            raise ConfigError(f"overlap must be between 0 and half the tile size ({self.tile_size // 2}), got {self.overlap}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class Job:
+    task: str
+    inputs: dict[str, InputSpec]
+    outputs: dict[str, str]
+    model: ModelRequest
+    params: dict[str, Any] = field(default_factory=dict)
+    tiling: TilingSpec = field(default_factory=TilingSpec)
+    extent: tuple[float, float, float, float] | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    protocol: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if self.protocol != PROTOCOL_VERSION:
+            raise ConfigError(f"job protocol {self.protocol} is not supported (this worker speaks {PROTOCOL_VERSION})")
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task '{self.task}'; expected one of {', '.join(TASKS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be {DEVICES_HELP}, got '{self.device}'")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Job:
+        try:
+            m = dict(d["model"])
+            m["catalogue_paths"] = tuple(m.get("catalogue_paths", ()))
+            return cls(
+                task=d["task"],
+                inputs={
+                    k: InputSpec(
+                        path=v["path"],
+                        bands=tuple(v["bands"]) if v.get("bands") else None,
+                        nodata=v.get("nodata"),
+                        name=v.get("name", ""),
+                    )
+                    for k, v in d.get("inputs", {}).items()
+                },
+                outputs=dict(d.get("outputs", {})),
+                model=ModelRequest(**m),
+                params=dict(d.get("params", {})),
+                tiling=TilingSpec(**d.get("tiling", {})),
+                extent=tuple(d["extent"]) if d.get("extent") else None,  # type: ignore[arg-type]
+                device=d.get("device", "auto"),
+                precision=d.get("precision", "fp32"),
+                protocol=d.get("protocol", PROTOCOL_VERSION),
+            )
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"malformed job: {e}") from None
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        try:
+            return cls.from_dict(json.loads(text))
+        except ValueError as e:
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"job is not valid JSON: {e}") from None
+
+
+def event(kind: str, **payload: Any) -> str:
+    """One protocol line (without newline)."""
+    return json.dumps({"event": kind, **payload}, allow_nan=False, default=str)
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """The event of one stdout line, or None for lines that are not protocol events."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "event" in obj else None
+
+
+def partial_glob(output_path: str) -> str:
+    """Glob pattern of the partial files a worker may leave for ``output_path``."""
+    return f"{output_path}.partial-*"

@@ -6,12 +6,13 @@ PY           := $(VENV)/bin/python
 PLUGIN_NAME  := terramind_qgis
 PLUGIN_PATH  := $(CURDIR)/.pluginpath
 APT_PKGS     := qgis python3-qgis qgis-providers python3-venv xvfb xauth
-REF_PY       ?= $(shell bash ../shared/reference/setup-terratorch.sh 2>/dev/null | tail -n 1)
+# The terratorch reference venv (dev tool for goldens and benchmarks only); built on demand.
+REF_PY       ?= $(shell test -f ../shared/reference/setup-terratorch.sh && bash ../shared/reference/setup-terratorch.sh 2>/dev/null | tail -n 1)
 PYTEST_ARGS  ?=
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test demo bench goldens setup system-deps plugin-link test-unit test-qgis clean
+.PHONY: test demo bench goldens setup system-deps plugin-link test-unit test-qgis test-gui clean
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -22,16 +23,24 @@ test-unit: setup
 test-qgis: setup
 	$(PY) -m pytest tests/qgis $(PYTEST_ARGS)
 
+# QGIS desktop under Xvfb: opens our dialogs, saves screenshots to gui-shots/ (tools/gui_shot.py).
+test-gui: setup
+	$(PY) -m pytest tests/qgis/test_gui.py $(PYTEST_ARGS)
+
 demo: setup
 	$(PY) tools/demo.py --out demo-output
 
 bench: setup
-	$(PY) tools/bench/run_bench.py --out bench-results
+	REF_PY="$(REF_PY)" $(PY) tools/bench/run_bench.py --out bench-results
 
 # Regenerates the golden tensors with the reference implementation (terratorch, a dev tool only).
-goldens:
-	@test -x "$(REF_PY)" || { echo "reference venv missing: run ../shared/reference/setup-terratorch.sh"; exit 1; }
-	PYTHONPATH=$(PLUGIN_PATH) "$(REF_PY)" tools/goldens/make_goldens.py
+goldens: plugin-link
+	@ref="$(REF_PY)"; test -x "$$ref" || { echo "reference venv missing: run ../shared/reference/setup-terratorch.sh"; exit 1; }; \
+	set -e; export PYTHONPATH=$(PLUGIN_PATH); \
+	nice -n 5 "$$ref" tools/goldens/tokenizers.py; \
+	nice -n 5 "$$ref" tools/goldens/terramind.py --variants tiny base --e2e; \
+	nice -n 5 "$$ref" tools/goldens/checkpoint_layouts.py; \
+	nice -n 5 "$$ref" tools/goldens/segmentation.py
 
 setup: system-deps plugin-link $(VENV)/.installed
 

@@ -11,7 +11,8 @@ variable (``os.pathsep``-separated). Entries there may not reuse an official id.
 
 Revisions: the Hub is unreachable where this catalogue was written, so the official entries pin
 ``OFFICIAL_REVISION`` (the branch the reference, terratorch 1.2.11, downloads). ``tools/pin_revisions.py``
-replaces it by the commit hashes when run with network access.
+replaces it by the commit hashes (and adds the files' sha256) in ``PINNED_REVISIONS`` when run with
+network access.
 """
 
 from __future__ import annotations
@@ -141,6 +142,18 @@ class ModelSpec:
             raise ConfigError(f"invalid model card {data.get('id', '?')!r}: {e}") from None
 
 
+# Pinned Hub revisions, written by tools/pin_revisions.py (run with network access):
+# repo id -> (commit hash, sha256 of the weights file). Repos not listed use OFFICIAL_REVISION.
+# BEGIN PINNED_REVISIONS
+PINNED_REVISIONS: dict[str, tuple[str, str | None]] = {}
+# END PINNED_REVISIONS
+
+
+def _source(repo_id: str, filename: str) -> WeightsSource:
+    revision, sha256 = PINNED_REVISIONS.get(repo_id, (OFFICIAL_REVISION, None))
+    return WeightsSource(repo_id, filename, revision, sha256)
+
+
 def _tokenizer(modality: str, kind: str, in_channels: int, levels: tuple[int, ...], repo: str) -> ModelSpec:
     mid = f"terramind_v1_tokenizer_{modality.lower()}"
     return ModelSpec(
@@ -148,7 +161,7 @@ def _tokenizer(modality: str, kind: str, in_channels: int, levels: tuple[int, ..
         kind="tokenizer",
         title=f"TerraMind 1.0 tokenizer {modality}",
         config=TokenizerConfig(kind=kind, in_channels=in_channels, levels=levels),  # type: ignore[arg-type]
-        weights=WeightsSource(f"{HF_ORG}/TerraMind-1.0-Tokenizer-{repo}", f"TerraMind_Tokenizer_{repo}.pt"),
+        weights=_source(f"{HF_ORG}/TerraMind-1.0-Tokenizer-{repo}", f"TerraMind_Tokenizer_{repo}.pt"),
         modality=modality,
     )
 
@@ -163,7 +176,7 @@ def _terramind(size: str, cfg: TerraMindConfig) -> ModelSpec:
         kind="terramind",
         title=f"TerraMind 1.0 {size}",
         config=cfg,
-        weights=WeightsSource(f"{HF_ORG}/TerraMind-1.0-{size}", f"TerraMind_v1_{size}.pt"),
+        weights=_source(f"{HF_ORG}/TerraMind-1.0-{size}", f"TerraMind_v1_{size}.pt"),
         inputs=("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM", "LULC", "NDVI"),
         outputs=_GENERATABLE,
         tokenizers=dict(_TOKENIZERS),
@@ -193,7 +206,7 @@ def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
         if _REGISTRY[spec.id] == spec:
             return spec
         raise ConfigError(f"model id '{spec.id}' is already in the catalogue; choose another id")
-    for m in (*spec.inputs, *spec.outputs, *([spec.modality] if spec.modality else [])):
+    for m in (*spec.inputs, *spec.outputs, *spec.tokenizers, *([spec.modality] if spec.modality else [])):
         if m not in MODALITIES:
             raise ConfigError(f"model card '{spec.id}' names unknown modality '{m}'")
     _REGISTRY[spec.id] = replace(spec, official=False)

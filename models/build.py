@@ -1,0 +1,326 @@
+"""The model-loading facade: a catalogue id (plus modalities) → a ready, weight-loaded module.
+
+Everything that needs a model calls these functions (the worker, the engine, tools, tests)::
+
+    load_tokenizer(model_id, *, weights=None, untrained=False, device="cpu")
+    load_generation(model_id, inputs, outputs, *, weights=None, tokenizer_weights=None, untrained=False, device="cpu")
+    load_backbone(model_id, modalities, *, merge_method="mean", bands=None, weights=None, tokenizer_weights=None,
+                  untrained=False, device="cpu")
+    load_tim(model_id, modalities, tim_modalities=("LULC",), *, merge_method="mean", tim_chained_generations=True,
+             weights=None, tokenizer_weights=None, untrained=False, device="cpu")
+
+Every function also takes ``progress=`` (models/progress.py) for download progress, messages and
+cancellation.
+
+Weights: ``weights=None`` takes the catalogue entry's Hugging Face source (local cache first, then a
+download; models/weights/hub.py); a path takes that file or folder. ``tokenizer_weights`` maps a
+modality name (``"LULC"``) to a file or folder for the tokenizer of that modality; unlisted ones
+are looked for in the folder given as ``weights`` (when it is one: so one folder can hold a
+TerraMind file and its tokenizers' files) and otherwise come from their own catalogue entries.
+``untrained=True`` fills every tensor with the deterministic rule of models/weights/untrained.py instead (offline demo, tests); it is never
+chosen silently, it cannot be combined with weight paths, and the result carries
+``model.untrained = True``. A custom catalogue entry without a weights source needs either a path
+or ``untrained=True``.
+
+How: the module is built on the meta device (no memory, no random init), the checkpoint is
+matched strictly with the reference's key mapping (models/weights/matching.py) and assigned
+(models/weights/loading.py), deterministic buffers the file lacks are recomputed, and no meta
+tensor may remain. Returned modules are in eval mode with ``requires_grad=False`` and carry
+``model_id``, ``untrained`` and ``weights_source``: a dict of provenance strings
+(``hf://org/repo@revision/file``, a local path, or the untrained marker), key ``"model"`` for the
+model's own file and ``"tokenizer <MODALITY>"`` for the tokenizers inside a TerraMind model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import catalogue
+from .catalogue import ModelSpec
+from .errors import ConfigError
+from .modalities import modality_for_key
+from .progress import NullProgress, Progress
+from .weights.hub import find_in_folder, resolve_weights
+from .weights.loading import load_into_, materialise_, untrained_checkpoint
+from .weights.matching import BACKBONE, GENERATION, TIM, TOKENIZER, KeyMapping
+from .weights.bands import BandSubsetCheckpoint
+from .weights.reading import Checkpoint, read_checkpoint
+
+PathLike = str | os.PathLike[str]
+UNTRAINED_SOURCE = "untrained (deterministic fill, models/weights/untrained.py)"
+
+
+def load_tokenizer(
+    model_id: str,
+    *,
+    weights: PathLike | None = None,
+    untrained: bool = False,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> nn.Module:
+    """The tokenizer ``model_id`` (a ``DiVAE`` or ``VQVAE``) with its weights, on ``device``."""
+    spec = _spec(model_id, "tokenizer")
+    tok = _build_tokenizer_on_meta(spec)
+    source = _fill(tok, spec, TOKENIZER, weights, untrained, progress)
+    materialise_(tok, what=f"tokenizer '{model_id}'")
+    return _finish(tok, spec, untrained, {"model": source}, device)
+
+
+def _build_tokenizer_on_meta(spec: ModelSpec) -> nn.Module:
+    from .tokenizers import build_tokenizer
+
+    with torch.device("meta"):
+        return build_tokenizer(spec.config)  # type: ignore[arg-type]
+
+
+def load_generation(
+    model_id: str,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    *,
+    weights: PathLike | None = None,
+    tokenizer_weights: Mapping[str, PathLike] | None = None,
+    untrained: bool = False,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Any-to-any generation (``TerraMindGeneration``) from ``inputs`` to ``outputs`` (in order).
+
+    Holds one tokenizer per tokenized input (LULC, NDVI) and per output, loaded from their own
+    catalogue entries (or ``tokenizer_weights[<MODALITY>]``).
+    """
+    from .terramind import TerraMindGeneration
+
+    spec = _spec(model_id, "terramind")
+    with torch.device("meta"):
+        model = TerraMindGeneration(spec.config, list(inputs), list(outputs))  # type: ignore[arg-type]
+    _check_modalities(spec, model.input_mapping, spec.inputs, "input")
+    _check_modalities(spec, model.output_mapping, spec.outputs, "output")
+    tokenized = [k for k in model.input_mapping.values() if _is_tokenized(k)] + list(model.output_mapping.values())
+    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
+    sources = {"model": _fill(model, spec, GENERATION, weights, untrained, progress)}
+    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
+    materialise_(model, what=f"model '{model_id}'")
+    return _finish(model, spec, untrained, sources, device)
+
+
+def load_backbone(
+    model_id: str,
+    modalities: Sequence[str],
+    *,
+    merge_method: str | None = "mean",
+    bands: Mapping[str, Sequence[str]] | None = None,
+    weights: PathLike | None = None,
+    tokenizer_weights: Mapping[str, PathLike] | None = None,
+    untrained: bool = False,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> nn.Module:
+    """The encoder as a feature backbone (``TerraMindViT``) over ``modalities``.
+
+    ``bands={modality: [band names]}`` selects pretrained patch-embedding columns (terratorch's
+    ``bands``); tokenized inputs (LULC, NDVI) get their tokenizers.
+    """
+    from .terramind import TerraMindViT
+
+    spec = _spec(model_id, "terramind")
+    with torch.device("meta"):
+        model = TerraMindViT(spec.config, list(modalities), merge_method, bands)  # type: ignore[arg-type]
+    _check_modalities(spec, model.mod_name_mapping, spec.inputs, "input")
+    tokenized = [k for k in model.mod_name_mapping.values() if _is_tokenized(k)]
+    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
+    sources = {"model": _fill(model, spec, BACKBONE, weights, untrained, progress, band_indices=model.band_indices)}
+    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
+    materialise_(model, what=f"model '{model_id}'")
+    return _finish(model, spec, untrained, sources, device)
+
+
+def load_tim(
+    model_id: str,
+    modalities: Sequence[str],
+    tim_modalities: Sequence[str] = ("LULC",),
+    *,
+    merge_method: str | None = "mean",
+    tim_chained_generations: bool = True,
+    weights: PathLike | None = None,
+    tokenizer_weights: Mapping[str, PathLike] | None = None,
+    untrained: bool = False,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+) -> nn.Module:
+    """Thinking-in-Modalities backbone (``TerraMindTiM``): features over ``modalities`` plus
+    internally generated ``tim_modalities`` tokens. Band subsets are not supported (as in terratorch)."""
+    from .terramind import TerraMindTiM
+
+    spec = _spec(model_id, "terramind")
+    with torch.device("meta"):
+        model = TerraMindTiM(
+            spec.config, list(modalities), list(tim_modalities), merge_method,  # type: ignore[arg-type]
+            tim_chained_generations=tim_chained_generations,
+        )  # fmt: skip
+    inputs = {n: k for n, k in model.mod_name_mapping.items() if n in model.modalities}
+    _check_modalities(spec, inputs, spec.inputs, "input")
+    _check_modalities(spec, dict(zip(model.tim_modalities, model.tim_keys)), spec.outputs, "TiM")
+    tokenized = [k for k in inputs.values() if _is_tokenized(k)]
+    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
+    sources = {"model": _fill(model, spec, TIM, weights, untrained, progress)}
+    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
+    materialise_(model, what=f"model '{model_id}'")
+    return _finish(model, spec, untrained, sources, device)
+
+
+def _is_tokenized(key: str) -> bool:
+    from .terramind.embeddings import embedding_spec
+
+    return embedding_spec(key).tokenized
+
+
+def _check_modalities(spec: ModelSpec, mapping: Mapping[str, str], allowed: Sequence[str], role: str) -> None:
+    """Every resolved modality must be one the catalogue card lists for that role."""
+    for name, key in mapping.items():
+        modality = modality_for_key(key).name
+        if modality not in allowed:
+            raise ConfigError(
+                f"model '{spec.id}' does not take {role} modality '{name}' ({modality}); "
+                f"its {role}s are {', '.join(allowed)}"
+            )
+
+
+def _attach_tokenizers(
+    model: nn.Module,
+    spec: ModelSpec,
+    keys: Sequence[str],
+    weights: PathLike | None,
+    tokenizer_weights: Mapping[str, PathLike] | None,
+    untrained: bool,
+    progress: Progress | None,
+) -> dict[str, str]:
+    """Load the tokenizer of each internal key into ``model.tokenizer``; returns their provenance.
+
+    Order of sources: ``tokenizer_weights[<MODALITY>]``, then the tokenizer's catalogue file in the
+    folder given as the model's ``weights`` (if a folder), then its own catalogue source (Hub).
+    """
+    modalities = [modality_for_key(k).name for k in dict.fromkeys(keys)]
+    folder = Path(weights) if weights is not None and str(weights) != "" and Path(weights).is_dir() else None
+    sources = {}
+    for key, modality in zip(dict.fromkeys(keys), modalities):
+        tok_spec = catalogue.tokenizer_for(spec, modality)
+        if progress is not None:
+            progress.info(f"loading the {modality} tokenizer ({tok_spec.id})")
+        tok_weights = _tokenizer_weights_for(tokenizer_weights, modality)
+        if tok_weights is None and folder is not None and tok_spec.weights is not None:
+            tok_weights = find_in_folder(folder, tok_spec.weights)  # next to the model's own file
+        tok = load_tokenizer(tok_spec.id, weights=tok_weights, untrained=untrained, progress=progress)
+        model.tokenizer[key] = tok
+        sources[f"tokenizer {modality}"] = tok.weights_source["model"]
+    return sources
+
+
+# ----------------------------------------------------------------------------- shared steps
+
+
+def _spec(model_id: str, kind: str) -> ModelSpec:
+    spec = catalogue.get(model_id)
+    if spec.kind != kind:
+        raise ConfigError(f"model '{model_id}' is a {spec.kind}, not a {kind}; choose a {kind} model")
+    return spec
+
+
+def _fill(
+    module: nn.Module,
+    spec: ModelSpec,
+    mapping: KeyMapping,
+    weights: PathLike | None,
+    untrained: bool,
+    progress: Progress | None,
+    *,
+    band_indices: Mapping[str, Sequence[int]] | None = None,
+) -> str:
+    """Load ``spec``'s weights (or the untrained fill) into ``module``; returns their provenance.
+
+    ``band_indices`` ({internal key: pretrained band positions}) makes the full pretrained patch
+    embeddings of the file appear sliced to the module's band subset (terratorch's ``bands``).
+    """
+    if untrained:
+        if weights is not None and str(weights) != "":
+            raise ConfigError(
+                f"model '{spec.id}': give either a weights path ({weights}) or untrained=True, not both"
+            )
+        full = {f"encoder_embeddings.{k}.proj.weight": _full_proj_shape(module, k) for k in band_indices or {}}
+        checkpoint: Checkpoint = untrained_checkpoint(module, mapping, shapes=full)
+        source = UNTRAINED_SOURCE
+    else:
+        resolved = resolve_weights(spec, weights, progress=progress or NullProgress())
+        if progress is not None:
+            progress.info(f"loading {resolved.path.name} for '{spec.id}'")
+        checkpoint = read_checkpoint(resolved.path)
+        source = resolved.description
+    if band_indices:
+        checkpoint = BandSubsetCheckpoint(checkpoint, band_indices, _patch_pixels(module))
+    load_into_(module, checkpoint, mapping, what=_describe(spec))
+    tie = getattr(module, "tie_weights", None)
+    if callable(tie):
+        tie()
+    return source
+
+
+def _patch_pixels(module: nn.Module) -> int:
+    patch = module.config.patch_size  # type: ignore[union-attr]
+    return int(patch) * int(patch)
+
+
+def _full_proj_shape(module: nn.Module, key: str) -> tuple[int, int]:
+    """Shape of the pretrained (all-band) patch embedding of raw modality ``key``."""
+    return (module.config.dim, _patch_pixels(module) * modality_for_key(key).num_bands)  # type: ignore[union-attr]
+
+
+def _describe(spec: ModelSpec) -> str:
+    if spec.kind == "tokenizer":
+        cfg = spec.config
+        kind = {"divae": "DiVAE", "vqvae": "VQ-VAE"}.get(cfg.kind, cfg.kind)  # type: ignore[union-attr]
+        channels = cfg.in_channels  # type: ignore[union-attr]
+        return f"model '{spec.id}' ({kind} tokenizer for {spec.modality}, {channels} input channels)"
+    return f"model '{spec.id}' (TerraMind, width {spec.config.dim})"  # type: ignore[union-attr]
+
+
+def _finish(
+    module: nn.Module, spec: ModelSpec, untrained: bool, sources: Mapping[str, str], device: str | torch.device
+) -> nn.Module:
+    module.eval().requires_grad_(False)
+    try:
+        module = module.to(device)
+    except (RuntimeError, AssertionError, ValueError) as e:  # no CUDA build/driver, bad index, ...
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"cannot put model '{spec.id}' on device '{device}': {detail}") from None
+    module.model_id = spec.id  # type: ignore[assignment]
+    module.untrained = bool(untrained)  # type: ignore[assignment]
+    module.weights_source = dict(sources)  # type: ignore[assignment]
+    return module
+
+
+def _tokenizer_weights_for(tokenizer_weights: Mapping[str, PathLike] | None, modality: str) -> PathLike | None:
+    """The user's tokenizer weights for ``modality`` (keys are modality names, any case)."""
+    for key, value in (tokenizer_weights or {}).items():
+        if key.upper() == modality.upper():
+            return value
+    return None
+
+
+def _check_tokenizer_weights(
+    spec: ModelSpec, keys: Sequence[str], tokenizer_weights: Mapping[str, PathLike] | None, untrained: bool
+) -> None:
+    """Refuse tokenizer weights for modalities without a tokenizer here, or together with untrained."""
+    if untrained and tokenizer_weights:
+        raise ConfigError(f"model '{spec.id}': give either tokenizer weights or untrained=True, not both")
+    used = [modality_for_key(k).name for k in dict.fromkeys(keys)]
+    extra = [k for k in (tokenizer_weights or {}) if k.upper() not in {m.upper() for m in used}]
+    if extra:
+        raise ConfigError(
+            f"tokenizer weights were given for {', '.join(extra)}, which this model does not use; "
+            f"it uses tokenizers for {', '.join(used) or 'no modality'}"
+        )

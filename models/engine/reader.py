@@ -1,0 +1,188 @@
+"""Windowed reading of the job's input rasters on the working grid.
+
+Each input is checked when opened (``InputRaster``): band count after the ``bands`` mapping against
+its modality, band numbers in range, no complex data, a CRS, some overlap with the working grid.
+Errors are ``InputRasterError`` naming the layer (the job's ``inputs[..].name``) and the band.
+
+An input already on the working grid's pixel lattice (same CRS, same pixel size, whole-pixel
+offset) is read directly with a window offset; any other is read through a GDAL ``WarpedVRT``
+onto the working grid (bilinear for continuous data, nearest for class rasters such as LULC), so
+whole rasters are never loaded or reprojected in memory.
+
+A pixel is valid when every band of every input is finite, differs from the input's nodata value
+(the job's ``nodata`` override, else the file's) and lies inside that input's coverage. Invalid
+pixels are filled with 0 in raw units (the reference's ``no_data_replace``) before anything else.
+A window that reaches past the grid (only when the grid is smaller than a tile) is reflect-padded,
+like the reference pads its chips; padded pixels are marked invalid.
+
+Shapes: C bands, h/w window size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputRasterError
+from ..job import InputSpec
+from ..modalities import Modality
+from .grid import WorkingGrid
+
+
+def _aligned_offset(src: object, grid: WorkingGrid) -> tuple[int, int] | None:
+    """(row, col) of the grid's origin in ``src`` pixels, if ``src`` shares the grid's lattice."""
+    if src.crs != grid.crs:  # type: ignore[attr-defined]
+        return None
+    s, g = src.transform, grid.transform  # type: ignore[attr-defined]
+    if s.b or s.d or abs(s.a - g.a) > 1e-9 * abs(g.a) or abs(s.e - g.e) > 1e-9 * abs(g.e):
+        return None
+    col = (g.c - s.c) / s.a
+    row = (g.f - s.f) / s.e
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(row), round(col)
+
+
+@dataclass
+class InputRaster:
+    """One job input, opened and checked, readable in working-grid windows."""
+
+    key: str  # modality name (job input key)
+    spec: InputSpec
+    modality: Modality
+    grid: WorkingGrid
+
+    def __post_init__(self) -> None:
+        import rasterio
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+
+        self.name = self.spec.name or self.key
+        try:
+            self._src = rasterio.open(self.spec.path)
+        except (rasterio.errors.RasterioIOError, OSError) as e:
+            raise InputRasterError(f"layer '{self.name}': cannot open '{self.spec.path}': {e}") from None
+        src = self._src
+        self.bands = self._check_bands(src)
+        for b in self.bands:
+            if np.dtype(src.dtypes[b - 1]).kind == "c":
+                raise InputRasterError(
+                    f"layer '{self.name}': band {b} has complex values ({src.dtypes[b - 1]}), which TerraMind "
+                    "cannot use; convert it to real values (e.g. backscatter in dB) first"
+                )
+        if src.crs is None:
+            raise InputRasterError(f"layer '{self.name}' has no coordinate reference system; assign one first")
+        self.nodata = self.spec.nodata if self.spec.nodata is not None else src.nodata
+        self._offset = _aligned_offset(src, self.grid)
+        self._vrt = None
+        if self._offset is None:
+            resampling = Resampling.nearest if self.modality.categorical else Resampling.bilinear
+            extra = {"src_nodata": self.nodata, "nodata": self.nodata} if self.nodata is not None else {}
+            self._vrt = WarpedVRT(
+                src, crs=self.grid.crs, transform=self.grid.transform, width=self.grid.width,
+                height=self.grid.height, resampling=resampling, add_alpha=True, **extra,
+            )  # fmt: skip
+        self._check_overlap()
+
+    def _check_bands(self, src: object) -> tuple[int, ...]:
+        count, m = src.count, self.modality  # type: ignore[attr-defined]
+        bands = self.spec.bands or tuple(range(1, count + 1))
+        for b in bands:
+            if not 1 <= b <= count:
+                raise InputRasterError(
+                    f"layer '{self.name}': band {b} does not exist (the layer has {count} band(s))"
+                )
+        if len(bands) != m.num_bands:
+            raise InputRasterError(
+                f"layer '{self.name}': {m.name} needs {m.num_bands} band(s) "
+                f"({', '.join(m.band_labels)}), got {len(bands)}; choose a band mapping listing "
+                f"{m.num_bands} of the layer's bands in that order"
+            )
+        return tuple(bands)
+
+    def _check_overlap(self) -> None:
+        from rasterio.warp import transform_bounds
+
+        src = self._src
+        left, bottom, right, top = transform_bounds(src.crs, self.grid.crs, *src.bounds, densify_pts=21)
+        gl, gb, gr, gt = self.grid.bounds
+        if right <= gl or left >= gr or top <= gb or bottom >= gt:
+            raise InputRasterError(
+                f"layer '{self.name}' does not overlap the area being processed "
+                f"(its bounds {[round(v, 3) for v in (left, bottom, right, top)]} vs "
+                f"{[round(v, 3) for v in self.grid.bounds]} in {self.grid.crs.to_string()})"
+            )
+
+    @property
+    def resampled(self) -> bool:
+        """True when the input is warped onto the working grid."""
+        return self._vrt is not None
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window inside the grid → (data ``(C, h, w)`` float32 with invalid = 0, valid ``(h, w)`` bool)."""
+        if self._vrt is not None:
+            idx = [*self.bands, self._vrt.count]  # the alpha band is last
+            raw = self._vrt.read(idx, window=((row, row + height), (col, col + width)))  # (C+1, h, w)
+            valid = raw[-1] > 0
+            raw = raw[:-1]
+        else:
+            raw, valid = self._read_direct(row, col, height, width)
+        valid &= np.isfinite(raw).all(axis=0) if raw.dtype.kind == "f" else True
+        if self.nodata is not None and not np.isnan(self.nodata):
+            valid &= (raw != np.asarray(self.nodata).astype(raw.dtype)).all(axis=0)
+        data = raw.astype(np.float32)  # (C, h, w)
+        data[:, ~valid] = 0.0
+        return data, valid
+
+    def _read_direct(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        src = self._src
+        r0, c0 = row + self._offset[0], col + self._offset[1]  # type: ignore[index]
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + height, src.height), min(c0 + width, src.width)
+        dtype = np.dtype(src.dtypes[self.bands[0] - 1])
+        out = np.zeros((len(self.bands), height, width), dtype=dtype)  # (C, h, w)
+        valid = np.zeros((height, width), dtype=bool)
+        if rr1 > rr0 and cc1 > cc0:
+            win = ((rr0, rr1), (cc0, cc1))
+            sub = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+            out[(slice(None), *sub)] = src.read(list(self.bands), window=win, out_dtype=dtype)
+            if any(f.name in ("per_dataset", "alpha") for f in src.mask_flag_enums[self.bands[0] - 1]):
+                valid[sub] = src.dataset_mask(window=win) > 0
+            else:
+                valid[sub] = True
+        return out, valid
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+        self._src.close()
+
+
+class InputStack:
+    """All inputs of a job, read together tile by tile."""
+
+    def __init__(self, inputs: list[InputRaster], grid: WorkingGrid) -> None:
+        self.inputs, self.grid = inputs, grid
+
+    def read_tile(self, y: int, x: int, size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Tile at (y, x) of ``size`` px → ({key: ``(C, size, size)`` float32}, valid ``(size, size)``).
+
+        Parts outside the grid (grids smaller than a tile) are reflect-padded and invalid.
+        """
+        g = self.grid
+        h, w = min(size, g.height - y), min(size, g.width - x)
+        data: dict[str, np.ndarray] = {}
+        valid = np.ones((h, w), dtype=bool)
+        for inp in self.inputs:
+            d, v = inp.read(y, x, h, w)
+            data[inp.key], valid = d, valid & v
+        if (h, w) != (size, size):
+            pad = ((0, size - h), (0, size - w))
+            data = {k: np.pad(d, ((0, 0), *pad), mode="reflect") for k, d in data.items()}
+            valid = np.pad(valid, pad, mode="constant", constant_values=False)
+        return data, valid
+
+    def close(self) -> None:
+        for inp in self.inputs:
+            inp.close()

@@ -1,0 +1,262 @@
+"""Where a model's weights file is: the Hugging Face Hub cache, a local file, or a local folder.
+
+``resolve_weights(spec, weights)`` turns a catalogue entry plus the user's optional ``weights``
+argument into one local file path:
+
+- ``weights=None``: the entry's Hugging Face source (``spec.weights``: repo, file, revision). The
+  local Hub cache is checked first (no network access when the file is there); on a miss the file
+  is downloaded with ``huggingface_hub.hf_hub_download`` into that cache. The cache folder and the
+  offline switch are read from the environment *at call time* (``HF_HUB_CACHE``, ``HF_HOME``,
+  ``HF_HUB_OFFLINE``), so a long-running worker honours them like a fresh process would.
+- ``weights=<file>``: that file.
+- ``weights=<folder>``: the catalogue's file name inside it (or the same name with a
+  ``.safetensors`` suffix), else a Hugging Face cache laid out under it (a cache root
+  ``models--org--name/...``, an ``HF_HOME`` with ``hub/``, or a ``models--org--name`` folder), else,
+  for entries without a catalogue file name, the only checkpoint file in it.
+
+Errors: a Hub failure (offline cache miss, no network, unknown repo/revision/file, gated repo,
+checksum mismatch) is one ``DownloadError`` naming the repo, file and revision and saying how to
+provide the file locally; a local path that does not exist or holds no usable file is a
+``ConfigError`` naming it.
+
+Cache-first means a branch revision such as ``main`` is not re-checked for updates once cached;
+pin commit hashes (``tools/pin_revisions.py``) for reproducible runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..catalogue import ModelSpec, WeightsSource
+from ..errors import CancelledError, ConfigError, DownloadError
+from ..progress import NullProgress, Progress, check_cancelled
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """A weights file on disk and where it came from (for output metadata)."""
+
+    path: Path
+    origin: str  # "hub" (Hugging Face cache or download) or "local"
+    repo_id: str | None = None
+    filename: str | None = None
+    revision: str | None = None
+
+    @property
+    def description(self) -> str:
+        """A short provenance string, e.g. ``hf://org/repo@main/file.pt`` or the local path."""
+        if self.origin == "hub":
+            return f"hf://{self.repo_id}@{self.revision}/{self.filename}"
+        return str(self.path)
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face Hub cache folder, from the environment as it is now."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids network access (read now, not at import time)."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().lower() in _TRUE
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def resolve_weights(
+    spec: ModelSpec,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> ResolvedWeights:
+    """The local weights file of catalogue entry ``spec`` (see the module docstring)."""
+    if weights is not None and str(weights) != "":
+        return ResolvedWeights(path=_resolve_local(spec, Path(weights).expanduser().absolute()), origin="local")
+    if spec.weights is None:
+        raise ConfigError(
+            f"model '{spec.id}' has no weights source in its catalogue card; give a weights file or "
+            f"folder, or use the deterministic untrained weights (untrained=True) for testing"
+        )
+    path = download(spec.weights, progress=progress)
+    src = spec.weights
+    return ResolvedWeights(path, "hub", src.repo_id, src.filename, src.revision)
+
+
+def download(source: WeightsSource, *, progress: Progress | None = None) -> Path:
+    """The cached copy of ``source``, downloading it when it is not cached (and not offline)."""
+    progress = progress or NullProgress()
+    cache_dir = hub_cache_dir()
+    cached = _cached_file(cache_dir, source)
+    if cached is not None:
+        return cached
+    if hub_offline():
+        reason = "it is not in the local cache and HF_HUB_OFFLINE=1 forbids downloading"
+        raise _download_error(source, cache_dir, reason)
+    from huggingface_hub import hf_hub_download
+
+    progress.info(f"downloading {source.filename} from Hugging Face ({source.repo_id}, revision {source.revision})")
+    try:
+        path = Path(
+            hf_hub_download(
+                source.repo_id,
+                source.filename,
+                revision=source.revision,
+                cache_dir=str(cache_dir),
+                tqdm_class=_progress_bar_class(progress),
+            )
+        )
+    except CancelledError:
+        raise
+    except Exception as e:  # every Hub/network/disk failure becomes one DownloadError
+        raise _download_error(source, cache_dir, _reason(e)) from None
+    if source.sha256:
+        _verify_sha256(path, source, cache_dir, progress)
+    return path
+
+
+def _cached_file(cache_dir: Path, source: WeightsSource) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(
+            source.repo_id, source.filename, cache_dir=str(cache_dir), revision=source.revision
+        )
+    except Exception:  # an unreadable cache is a miss, not a failure
+        return None
+    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+
+
+def _download_error(source: WeightsSource, cache_dir: Path, reason: str) -> DownloadError:
+    url = f"https://huggingface.co/{source.repo_id}/resolve/{source.revision}/{source.filename}"
+    return DownloadError(
+        f"cannot get weights file '{source.filename}' from Hugging Face repo '{source.repo_id}' "
+        f"(revision '{source.revision}'): {reason}. To provide it locally, download {url} on a "
+        f"connected machine and give the file (or its folder) as the model weights, or copy the "
+        f"Hugging Face cache folder 'models--{source.repo_id.replace('/', '--')}' into {cache_dir}"
+    )
+
+
+def _reason(e: Exception) -> str:
+    """A one-line reason for a Hub failure, without a traceback."""
+    name = type(e).__name__
+    known = {
+        "RepositoryNotFoundError": "the repository does not exist or needs a login",
+        "GatedRepoError": "the repository is gated; accept its terms and log in (HF_TOKEN)",
+        "RevisionNotFoundError": "the revision does not exist",
+        "EntryNotFoundError": "the file does not exist in that revision",
+        "RemoteEntryNotFoundError": "the file does not exist in that revision",
+        "LocalEntryNotFoundError": "the Hub could not be reached (no network connection?) and the file is not cached",
+    }
+    if name in known:
+        return known[name]
+    first_line = (str(e).strip().splitlines() or [""])[0][:200]
+    return f"{name}: {first_line}" if first_line else name
+
+
+def _verify_sha256(path: Path, source: WeightsSource, cache_dir: Path, progress: Progress) -> None:
+    progress.info(f"verifying the checksum of {path.name}")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 * 1024 * 1024), b""):
+            digest.update(block)
+            check_cancelled(progress)
+    if digest.hexdigest() != source.sha256:
+        raise _download_error(
+            source,
+            cache_dir,
+            f"the downloaded file {path} has sha256 {digest.hexdigest()}, expected {source.sha256} "
+            f"(delete it and download again)",
+        )
+
+
+def _progress_bar_class(progress: Progress) -> type:
+    """A silent ``tqdm`` class that forwards download progress and cancellation to ``progress``."""
+    from tqdm import tqdm
+
+    class _ProgressBar(tqdm):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            kwargs["disable"] = True
+            super().__init__(*args, **kwargs)
+            self._bytes_done = float(kwargs.get("initial") or 0)
+            self._bytes_total = kwargs.get("total")
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._bytes_done += float(n or 0)
+            if self._bytes_total:
+                progress.set_progress(min(100.0, 100.0 * self._bytes_done / float(self._bytes_total)))
+            check_cancelled(progress)
+            return None
+
+    return _ProgressBar
+
+
+# ----------------------------------------------------------------------------- local files
+
+
+def _resolve_local(spec: ModelSpec, path: Path) -> Path:
+    if not path.exists():
+        raise ConfigError(f"weights path '{path}' for model '{spec.id}' does not exist")
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ConfigError(f"weights path '{path}' for model '{spec.id}' is neither a file nor a folder")
+    source = spec.weights
+    if source is not None:
+        found = find_in_folder(path, source)
+        if found is not None:
+            return found
+        raise ConfigError(
+            f"folder '{path}' given as weights of model '{spec.id}' contains neither '{source.filename}' "
+            f"nor a Hugging Face cache of '{source.repo_id}' holding it; give the file itself or its folder"
+        )
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    if len(candidates) == 1:
+        return candidates[0]
+    listing = ", ".join(p.name for p in candidates) or "none"
+    raise ConfigError(
+        f"folder '{path}' given as weights of model '{spec.id}' must contain exactly one checkpoint file "
+        f"({', '.join(CHECKPOINT_SUFFIXES)}), found: {listing}; give the file itself"
+    )
+
+
+def find_in_folder(folder: Path, source: WeightsSource) -> Path | None:
+    """``source``'s file in ``folder``: by name (or its ``.safetensors`` twin), or in a Hub cache there."""
+    stem = Path(source.filename).stem
+    for name in (source.filename, stem + ".safetensors"):
+        if (folder / name).is_file():
+            return folder / name
+    repo_folder = "models--" + source.repo_id.replace("/", "--")
+    for repo_cache in (folder, folder / repo_folder, folder / "hub" / repo_folder):
+        if (repo_cache / "snapshots").is_dir():
+            found = _find_in_repo_cache(repo_cache, source)
+            if found is not None:
+                return found
+    return None
+
+
+def _find_in_repo_cache(repo_cache: Path, source: WeightsSource) -> Path | None:
+    """``source.filename`` in a ``models--org--name`` cache folder: its revision, else the only copy."""
+    snapshots = repo_cache / "snapshots"
+    ref = repo_cache / "refs" / source.revision
+    commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else source.revision
+    if (snapshots / commit / source.filename).is_file():
+        return snapshots / commit / source.filename
+    copies = [p for p in sorted(snapshots.glob(f"*/{source.filename}")) if p.is_file()]
+    return copies[0] if len(copies) == 1 else None

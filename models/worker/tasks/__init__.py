@@ -1,0 +1,27 @@
+"""The worker's tasks: an explicit table of ``name -> (validate, run)``.
+
+``validate(job) -> request`` checks a job without loading models (its errors mean a bad job,
+exit code 2); ``run(request, ctx) -> {"outputs": {...}, "metrics": {...}, ...}`` does the work.
+A task added later (e.g. segmentation) adds one line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from . import describe, generate, map_water, reconstruct, segment
+
+
+class TaskEntry(NamedTuple):
+    validate: Callable[[Any], Any]
+    run: Callable[[Any, Any], dict[str, Any]]
+
+
+TASKS: dict[str, TaskEntry] = {
+    "reconstruct": TaskEntry(reconstruct.validate, reconstruct.run),
+    "generate": TaskEntry(generate.validate, generate.run),
+    "describe": TaskEntry(describe.validate, describe.run),
+    "segment": TaskEntry(segment.validate, segment.run),
+    "map_water": TaskEntry(map_water.validate, map_water.run),
+}

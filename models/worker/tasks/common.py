@@ -1,0 +1,236 @@
+"""What every raster task shares: parameters, inputs on the working grid, outputs, metadata, seeds.
+
+Seeds. A task derives every random stream from the user's ``seed`` and the position of a tile in
+the tile grid (``tile_seed``: ``numpy.random.SeedSequence([seed, salt, row, col])`` folded to a
+non-negative 63-bit integer, or to a signed 32-bit one where a model takes terratorch's call-seed
+range). A run is therefore reproduced exactly by the same seed, inputs, extent and tiling; the
+tile size and overlap (which move the tile grid) change it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import catalogue
+from ...catalogue import ModelSpec
+from ...engine import GeoTiffWriter, InputRaster, InputStack, OutputRaster, TilePlan, WorkingGrid, build_working_grid
+from ...errors import ConfigError, InputRasterError
+from ...job import Job
+from ...modalities import Modality, get_modality
+from ...progress import Progress
+
+PLUGIN_ROOT = Path(__file__).resolve().parents[3]
+
+
+def plugin_version() -> str:
+    """``version=`` of the plugin's metadata.txt ('unknown' when absent)."""
+    try:
+        for line in (PLUGIN_ROOT / "metadata.txt").read_text(encoding="utf-8").splitlines():
+            if line.strip().lower().startswith("version="):
+                return line.split("=", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def tile_seed(seed: int, row: int, col: int, salt: int = 0, bits: int = 63) -> int:
+    """Deterministic seed of tile (row, col) for the user ``seed`` (see the module docstring)."""
+    state = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, salt, row, col]).generate_state(2, np.uint32)
+    value = (int(state[0]) << 32) | int(state[1])
+    if bits == 32:  # signed 32-bit, the range terratorch draws its per-call seeds from
+        return (value & 0xFFFFFFFF) - 2**31
+    return value & (2**63 - 1)
+
+
+# -- parameters ------------------------------------------------------------------------------
+def param_int(params: dict[str, Any], name: str, default: int, low: int | None = None, high: int | None = None) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ConfigError(f"parameter '{name}' must be an integer, got {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"parameter '{name}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def param_float(params: dict[str, Any], name: str, default: float, low: float | None = None, high: float | None = None) -> float:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"parameter '{name}' must be a number, got {value!r}")
+    value = float(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"parameter '{name}' must be between {low} and {high}, got {value}")
+    return value
+
+
+def load_catalogue(job: Job) -> ModelSpec:
+    """Register the job's extra model-card folders and return its model's entry."""
+    for folder in job.model.catalogue_paths:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"model card folder '{folder}' does not exist")
+        catalogue.load_cards(folder)
+    return catalogue.get(job.model.id)
+
+
+def check_output_paths(job: Job, keys: Iterable[str]) -> dict[str, str]:
+    """The job's path of each required output key, checked to be a GeoTIFF path."""
+    paths = {}
+    for key in keys:
+        path = job.outputs.get(key)
+        if not path:
+            raise ConfigError(f"the job has no path for output '{key}' (job.outputs['{key}'])")
+        if not path.lower().endswith((".tif", ".tiff")):
+            raise ConfigError(f"output '{key}': '{path}' must be a GeoTIFF file name ending in .tif")
+        if os.path.isdir(path):
+            raise ConfigError(f"output '{key}': '{path}' is a folder; give a file name")
+        paths[key] = path
+    return paths
+
+
+def check_tile_size(job: Job, multiple: int, why: str) -> None:
+    if job.tiling.tile_size % multiple:
+        raise ConfigError(
+            f"tile size {job.tiling.tile_size} is not a multiple of {multiple} ({why}); "
+            f"use e.g. {max(multiple, job.tiling.tile_size // multiple * multiple)}"
+        )
+
+
+# -- inputs ----------------------------------------------------------------------------------
+def canonical_job(job: Job) -> Job:
+    """The job with input keys (and output keys that name a modality) spelled canonically ('s2l2a' -> 'S2L2A')."""
+    from dataclasses import replace
+
+    from ...modalities import MODALITIES
+
+    inputs: dict[str, Any] = {}
+    for key, spec in job.inputs.items():
+        name = get_modality(key).name  # UnsupportedModalityError names the unknown key
+        if name in inputs:
+            raise ConfigError(f"input {name} is given twice (job.inputs has '{key}' too)")
+        inputs[name] = spec
+    by_lower = {m.lower(): m for m in MODALITIES}
+    outputs = {by_lower.get(k.lower(), k): v for k, v in job.outputs.items()}
+    return replace(job, inputs=inputs, outputs=outputs)
+
+
+def check_class_values(job: Job, modality: Modality, values: np.ndarray) -> None:
+    """Class-raster inputs (LULC) must hold class ids; name the layer when they do not."""
+    if not modality.categorical or values.size == 0:
+        return
+    low, high, n = float(values.min()), float(values.max()), len(modality.classes)
+    if low < 0 or high >= n:
+        name = job.inputs[modality.name].name or modality.name
+        raise InputRasterError(
+            f"layer '{name}': {modality.name} class values must be 0..{n - 1}, found {low:g}..{high:g}; "
+            "map other codes to these classes or declare them nodata"
+        )
+
+
+def open_inputs(job: Job, keys: list[str]) -> tuple[WorkingGrid, InputStack]:
+    """Open and check the inputs ``keys`` (first = the grid's reference) on the working grid."""
+    import rasterio
+
+    if not keys:
+        raise ConfigError("the job has no input raster")
+    first = job.inputs[keys[0]]
+    name = first.name or keys[0]
+    try:
+        with rasterio.open(first.path) as src:
+            grid = build_working_grid(src, name, job.extent)
+    except rasterio.errors.RasterioIOError as e:
+        raise InputRasterError(f"layer '{name}': cannot open '{first.path}': {e}") from None
+    opened: list[InputRaster] = []
+    try:
+        for key in keys:
+            opened.append(InputRaster(key, job.inputs[key], get_modality(key), grid))
+    except BaseException:
+        for inp in opened:
+            inp.close()
+        raise
+    return grid, InputStack(opened, grid)
+
+
+def make_plan(job: Job, grid: WorkingGrid, group_width: int = 2048) -> TilePlan:
+    t = job.tiling
+    return TilePlan(grid.height, grid.width, t.tile_size, t.overlap, block_size=256, group_width=group_width)
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def weights_source(job: Job, spec: ModelSpec) -> str:
+    if job.model.untrained:
+        return "untrained (deterministic fill of models/weights/untrained.py; testing only)"
+    if job.model.weights:
+        return f"local file {job.model.weights}"
+    if spec.weights is not None:
+        return f"https://huggingface.co/{spec.weights.repo_id}/blob/{spec.weights.revision}/{spec.weights.filename}"
+    return "none"
+
+
+def output_tags(
+    job: Job, spec: ModelSpec, output: str, grid: WorkingGrid, model: Any = None, device_used: str = ""
+) -> dict[str, str]:
+    """Metadata tags of every output: model, weights, all run parameters, plugin version.
+
+    ``model`` (the loaded module) supplies ``weights_source`` (provenance per file) when it has one.
+    """
+    source = getattr(model, "weights_source", None)
+    tags = {
+        "TERRAMIND_TASK": job.task,
+        "TERRAMIND_OUTPUT": output,
+        "TERRAMIND_MODEL_ID": spec.id,
+        "TERRAMIND_MODEL_REVISION": spec.weights.revision if spec.weights else "n/a",
+        "TERRAMIND_WEIGHTS_SOURCE": json.dumps(source) if isinstance(source, dict) else str(source or weights_source(job, spec)),
+        "TERRAMIND_PARAMS": json.dumps(job.params, sort_keys=True, default=str),
+        "TERRAMIND_TILING": json.dumps({"tile_size": job.tiling.tile_size, "overlap": job.tiling.overlap,
+                                        "batch_size": job.tiling.batch_size}),  # fmt: skip
+        "TERRAMIND_EXTENT": json.dumps(list(job.extent) if job.extent else None),
+        "TERRAMIND_DEVICE": job.device,
+        "TERRAMIND_DEVICE_USED": device_used,
+        "TERRAMIND_PRECISION": job.precision,
+        "TERRAMIND_INPUTS": json.dumps({k: {"name": v.name, "file": os.path.basename(v.path), "bands": v.bands}
+                                        for k, v in job.inputs.items()}),  # fmt: skip
+        "TERRAMIND_PLUGIN_VERSION": plugin_version(),
+        "TERRAMIND_CREATED": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if job.model.untrained:
+        tags["TERRAMIND_UNTRAINED"] = "YES"
+    if grid.note:
+        tags["TERRAMIND_GRID_NOTE"] = grid.note
+    return tags
+
+
+@dataclass
+class OutputSet:
+    """The writers of one run; all committed together, or all removed."""
+
+    writers: dict[str, GeoTiffWriter] = field(default_factory=dict)
+
+    def open(self, spec: OutputRaster, grid: WorkingGrid) -> GeoTiffWriter:
+        self.writers[spec.key] = GeoTiffWriter(spec, grid)
+        return self.writers[spec.key]
+
+    def commit(self) -> dict[str, str]:
+        return {key: w.commit() for key, w in self.writers.items()}
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+
+
+def report_grid(progress: Progress, grid: WorkingGrid, stack: InputStack) -> None:
+    """Tell the user how the inputs are being read (info events)."""
+    if grid.note:
+        progress.info(grid.note)
+    for inp in stack.inputs:
+        if inp.resampled:
+            how = "nearest neighbour" if inp.modality.categorical else "bilinear"
+            progress.info(f"layer '{inp.name}' is resampled onto the working grid ({how})")
+    progress.info(f"working grid: {grid.width} x {grid.height} pixels of {grid.pixel_size:g} in {grid.crs.to_string()}")

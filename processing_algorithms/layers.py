@@ -1,0 +1,169 @@
+"""Input layers: checks before a run, and the file the worker reads for each layer.
+
+``check_input`` raises ``InputRasterError`` naming the layer and its parameter for: an invalid
+layer, no CRS, an empty extent, a band count that does not match the modality (after the band
+mapping), band numbers out of range, and data types the models cannot read (complex, ARGB).
+
+``worker_path`` gives the worker a GDAL-readable file: local files read by QGIS' GDAL provider
+are passed by path; anything else (WMS/XYZ tiles, VRT, memory or virtual rasters, subdatasets,
+remote ``/vsi`` sources) is first written to a temporary GeoTIFF by QGIS, limited to the area of
+interest, on the layer's own grid (or a 10 m grid for providers without one, e.g. WMS).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from qgis.core import (
+    Qgis,
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProviderRegistry,
+    QgsRasterBlockFeedback,
+    QgsRasterDataProvider,
+    QgsRasterFileWriter,
+    QgsRasterLayer,
+    QgsRasterPipe,
+    QgsRectangle,
+)
+
+from ..models.errors import InputRasterError
+from ..models.modalities import Modality
+
+READABLE_TYPES = {
+    Qgis.DataType.Byte, Qgis.DataType.UInt16, Qgis.DataType.Int16, Qgis.DataType.UInt32,
+    Qgis.DataType.Int32, Qgis.DataType.Float32, Qgis.DataType.Float64,
+}  # fmt: skip
+_TYPE_NAMES = ("unknown", "Byte", "UInt16", "Int16", "UInt32", "Int32", "Float32", "Float64", "CInt16", "CInt32",
+               "CFloat32", "CFloat64", "ARGB32", "ARGB32_Premultiplied")  # Qgis.DataType order
+MAX_EXPORT_PIXELS = 20000 * 20000
+FALLBACK_RESOLUTION_M = 10.0  # TerraMind's native ground sampling distance
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One checked input: the layer, the parameter it came from, its modality and band mapping."""
+
+    param: str
+    modality: Modality
+    layer: QgsRasterLayer
+    bands: tuple[int, ...] | None  # 1-based, in the modality's band order; None: as they are
+
+    @property
+    def label(self) -> str:
+        return f"layer '{self.layer.name()}' ({self.param})"
+
+
+def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
+                bands: tuple[int, ...] | None = None, *, mapping_param: str | None = None) -> LayerInput:
+    """Check ``layer`` as input ``modality`` (``mapping_param``: the band-mapping parameter, if any)."""
+    if layer is None:
+        raise InputRasterError(f"{param}: no raster layer given")
+    label = f"layer '{layer.name()}' ({param})"
+    if not layer.isValid():
+        raise InputRasterError(f"{label} is not a valid raster layer (source '{layer.source()}')")
+    if not layer.crs().isValid():
+        raise InputRasterError(f"{label} has no coordinate reference system; assign one in the layer properties")
+    if layer.extent().isEmpty() or layer.width() == 0 or layer.height() == 0:
+        raise InputRasterError(f"{label} has an empty extent")
+    count = layer.bandCount()
+    for b in bands or ():
+        if not 1 <= b <= count:
+            raise InputRasterError(f"{label} has no band {b}; it has bands 1 to {count}")
+    chosen = bands or tuple(range(1, count + 1))
+    if len(chosen) != modality.num_bands:
+        names = ", ".join(modality.band_labels)
+        if mapping_param:
+            how = f"choose {modality.num_bands} band(s) in that order in {mapping_param}"
+        else:
+            how = "give a raster with exactly these bands in that order"
+        raise InputRasterError(
+            f"{label} has {len(chosen)} band{'s' if len(chosen) != 1 else ''}"
+            f"{' selected' if bands else ''}, but {modality.name} needs {modality.num_bands} ({names}); {how}"
+        )
+    provider = layer.dataProvider()
+    for b in chosen:
+        dtype = provider.dataType(b)
+        if dtype not in READABLE_TYPES:
+            raise InputRasterError(
+                f"{label} band {b} has data type {_type_name(dtype)}, "
+                "which TerraMind cannot read; expected an integer or floating-point band (not complex or ARGB colour)"
+            )
+    return LayerInput(param, modality, layer, tuple(bands) if bands else None)
+
+
+def _type_name(dtype: int) -> str:
+    return _TYPE_NAMES[int(dtype)] if 0 <= int(dtype) < len(_TYPE_NAMES) else str(int(dtype))
+
+
+def local_file(layer: QgsRasterLayer) -> str | None:
+    """The local file the worker can read directly, or None if the layer must be exported."""
+    if layer.providerType() != "gdal":
+        return None
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    path = parts.get("path", "")
+    if parts.get("layerName") or not path or not os.path.isfile(path):
+        return None
+    if path.lower().endswith(".vrt"):  # may reference relative, remote or QGIS-only sources
+        return None
+    return path
+
+
+def extent_in_layer_crs(layer: QgsRasterLayer, area: QgsRectangle | None, area_crs, context: QgsProcessingContext) -> QgsRectangle:
+    """The part of ``layer`` inside ``area`` (given in ``area_crs``), in the layer's CRS; the full extent if None."""
+    if area is None or area.isNull():
+        return QgsRectangle(layer.extent())
+    transform = QgsCoordinateTransform(area_crs, layer.crs(), context.transformContext())
+    try:
+        return transform.transformBoundingBox(area).intersect(layer.extent())
+    except QgsCsException:
+        return QgsRectangle()  # cannot be expressed in the layer's CRS: no overlap
+
+
+def snap_to_grid(area: QgsRectangle, grid: QgsRectangle, xres: float, yres: float) -> QgsRectangle:
+    """``area`` grown to whole pixels of the grid that starts at ``grid``'s top-left corner, within ``grid``."""
+    eps = 1e-6  # of a pixel: coordinates that are on a pixel edge up to rounding stay there
+    left = math.floor((area.xMinimum() - grid.xMinimum()) / xres + eps)
+    right = math.ceil((area.xMaximum() - grid.xMinimum()) / xres - eps)
+    top = math.floor((grid.yMaximum() - area.yMaximum()) / yres + eps)
+    bottom = math.ceil((grid.yMaximum() - area.yMinimum()) / yres - eps)
+    snapped = QgsRectangle(grid.xMinimum() + left * xres, grid.yMaximum() - bottom * yres,
+                           grid.xMinimum() + right * xres, grid.yMaximum() - top * yres)
+    return snapped.intersect(grid)
+
+
+def export_layer(item: LayerInput, area: QgsRectangle, path: str, context: QgsProcessingContext,
+                 feedback: QgsProcessingFeedback) -> str:
+    """Write ``item.layer`` within ``area`` (layer CRS) to a GeoTIFF at ``path`` with QGIS; return ``path``."""
+    layer = item.layer
+    provider: QgsRasterDataProvider = layer.dataProvider()
+    if area.isEmpty():
+        raise InputRasterError(f"{item.label}: the area to process does not overlap the layer")
+    if provider.capabilities() & QgsRasterDataProvider.Capability.Size:
+        xres, yres = layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
+        area = snap_to_grid(area, layer.extent(), xres, yres)  # whole source pixels: no resampling
+    else:  # tiled web services have no native grid: sample at TerraMind's 10 m
+        metres = FALLBACK_RESOLUTION_M / 111320.0 if layer.crs().isGeographic() else FALLBACK_RESOLUTION_M
+        xres = yres = metres
+        feedback.pushWarning(f"{item.label} is a web service: its rendered colours are exported at 10 m; "
+                             "they are not calibrated reflectance or backscatter")
+    cols, rows = max(1, round(area.width() / xres)), max(1, round(area.height() / yres))
+    if cols * rows > MAX_EXPORT_PIXELS:
+        raise InputRasterError(f"{item.label} would be exported as {cols} x {rows} pixels; set EXTENT to a smaller area")
+    feedback.pushInfo(f"Exporting {item.label} to a temporary GeoTIFF ({cols} x {rows} pixels)")
+    pipe = QgsRasterPipe()
+    if not pipe.set(provider.clone()):
+        raise InputRasterError(f"{item.label} cannot be read for export")
+    writer = QgsRasterFileWriter(path)
+    writer.setOutputFormat("GTiff")
+    writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
+    block_feedback = QgsRasterBlockFeedback()
+    feedback.canceled.connect(block_feedback.cancel)
+    err = writer.writeRaster(pipe, cols, rows, area, layer.crs(), context.transformContext(), block_feedback)
+    if err != QgsRasterFileWriter.WriterError.NoError or not os.path.isfile(path):
+        raise InputRasterError(f"{item.label} could not be exported to a GeoTIFF (QGIS raster writer error {int(err)})")
+    return path

@@ -1,0 +1,153 @@
+"""Map water (zero-shot): water from the land cover TerraMind generates out of Sentinel-2 (and Sentinel-1)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..models import catalogue
+from ..models.errors import ConfigError
+from ..models.job import ModelRequest
+from ..models.modalities import MODALITIES
+from . import parameters as p
+from .base import OutputTarget, RunPlan, TerraMindAlgorithm
+from .layers import check_input
+from .planning import destination, layer_name, read_extent, require_weights
+
+
+def _advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
+
+
+class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
+    """Generate land cover with TerraMind and keep its Water class (optionally flooded vegetation)."""
+
+    INPUT_S2L2A = "INPUT_S2L2A"
+    BANDS_S2L2A = "BANDS_S2L2A"
+    INPUT_S1GRD = "INPUT_S1GRD"
+    INPUT_S1RTC = "INPUT_S1RTC"
+    FLOODED_VEGETATION = "FLOODED_VEGETATION"
+    TEMPERATURE = "TEMPERATURE"
+    TOP_P = "TOP_P"
+    TOP_K = "TOP_K"
+    OUTPUT_WATER = "OUTPUT_WATER"
+    OUTPUT_LULC = "OUTPUT_LULC"
+    WATER_FRACTION = "WATER_FRACTION"
+    WATER_AREA = "WATER_AREA"
+    DEFAULT_MODEL = "terramind_v1_base"
+
+    def name(self) -> str:
+        return "mapwaterzeroshot"
+
+    def displayName(self) -> str:
+        return self.tr("Map water (zero-shot)")
+
+    def group(self) -> str:
+        return self.tr("Segmentation")
+
+    def groupId(self) -> str:
+        return "segmentation"
+
+    def shortHelpString(self) -> str:
+        return self.tr(
+            "Maps surface water without any fine-tuning: TerraMind generates a land-cover map (the 10 ESRI-derived "
+            "LULC classes) from Sentinel-2 L2A and, optionally, Sentinel-1, and water is its <i>Water</i> class "
+            "(optionally also <i>Flooded vegetation</i>).\n\n"
+            "<b>Inputs</b>: Sentinel-2 L2A with its 12 bands (B01..B12 without B10; map them with the band "
+            "mapping if the layer has another order), reflectance x 10000; Sentinel-1 GRD or RTC (VV, VH in dB) "
+            "optional. Outputs are written on the grid of the Sentinel-2 layer.\n"
+            "<b>Sampling</b>: the land cover is sampled from TerraMind's token distribution (temperature, top-p, "
+            "top-k as in Generate modalities); the seed makes runs reproducible.\n"
+            "<b>Outputs</b>: the water mask (1 water, 0 not water, nodata where an input has nodata) and the "
+            "generated land cover, both styled. The water fraction and area are returned as results."
+        )
+
+    def initAlgorithm(self, config: dict | None = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_S2L2A, self.tr("Input {}").format(MODALITIES["S2L2A"].title)))
+        self.addParameter(_advanced(QgsProcessingParameterBand(
+            self.BANDS_S2L2A, self.tr("Band mapping of S2L2A (B01, B02, B03, B04, B05, B06, B07, B08, B8A, B09, B11, B12)"),
+            parentLayerParameterName=self.INPUT_S2L2A, optional=True, allowMultiple=True)))
+        for key, modality in ((self.INPUT_S1GRD, "S1GRD"), (self.INPUT_S1RTC, "S1RTC")):
+            self.addParameter(QgsProcessingParameterRasterLayer(
+                key, self.tr("Input {} (optional)").format(MODALITIES[modality].title), optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.FLOODED_VEGETATION, self.tr("Count flooded vegetation as water"), False))
+        self.addParameter(p.model_param("terramind", self.tr("Model"), default=self.DEFAULT_MODEL))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            self.TEMPERATURE, self.tr("Sampling temperature"), QgsProcessingParameterNumber.Double, 1.0, minValue=0.0, maxValue=10.0)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            self.TOP_P, self.tr("Top-p (nucleus) threshold, 0 disables"), QgsProcessingParameterNumber.Double, 0.8,
+            minValue=0.0, maxValue=1.0)))
+        self.addParameter(_advanced(QgsProcessingParameterNumber(
+            self.TOP_K, self.tr("Top-k, 0 disables"), QgsProcessingParameterNumber.Integer, 0, minValue=0)))
+        self.addParameter(p.seed_param())
+        for param in p.shared_params():
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_WATER, self.tr("Water mask")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_LULC, self.tr("Generated land cover"), optional=True, createByDefault=True))
+        self.addOutput(QgsProcessingOutputNumber(self.WATER_FRACTION, self.tr("Water fraction of the valid pixels")))
+        self.addOutput(QgsProcessingOutputNumber(self.WATER_AREA, self.tr("Water area (m²)")))
+
+    def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
+        bands = tuple(self.parameterAsInts(parameters, self.BANDS_S2L2A, context) or ()) or None
+        inputs = [check_input(self.INPUT_S2L2A, self.parameterAsRasterLayer(parameters, self.INPUT_S2L2A, context),
+                              MODALITIES["S2L2A"], bands, mapping_param=self.BANDS_S2L2A)]  # fmt: skip
+        for key, modality in ((self.INPUT_S1GRD, "S1GRD"), (self.INPUT_S1RTC, "S1RTC")):
+            layer = self.parameterAsRasterLayer(parameters, key, context)
+            if layer is not None:
+                inputs.append(check_input(key, layer, MODALITIES[modality]))
+        spec = catalogue.get(self.parameterAsEnumString(parameters, p.MODEL, context) or self.DEFAULT_MODEL)
+        if spec.kind != "terramind" or "LULC" not in spec.outputs:
+            raise ConfigError(f"MODEL: '{spec.id}' cannot generate land cover; choose a TerraMind model")
+        for item in inputs:
+            if item.modality.name not in spec.inputs:
+                raise ConfigError(f"{item.param}: model '{spec.id}' does not accept {item.modality.name}")
+        shared = p.read_shared(self, parameters, context, tile_multiple=16)
+        require_weights(spec, shared)
+        extent = read_extent(self, parameters, context, inputs)
+        source = inputs[0].layer.name()
+        outputs = {"water": OutputTarget(self.OUTPUT_WATER, destination(self, parameters, self.OUTPUT_WATER, context),
+                                         "mask", layer_name("Water", source, shared.untrained))}  # fmt: skip
+        lulc_path = destination(self, parameters, self.OUTPUT_LULC, context)
+        if lulc_path:
+            outputs["lulc"] = OutputTarget(self.OUTPUT_LULC, lulc_path, "LULC",
+                                           layer_name("Generated land cover", source, shared.untrained))  # fmt: skip
+        return RunPlan(
+            task="map_water",
+            inputs=inputs,
+            outputs=outputs,
+            model=ModelRequest(id=spec.id, weights=shared.weights, untrained=shared.untrained,
+                               catalogue_paths=p.catalogue_paths()),
+            params={
+                "flooded_vegetation": self.parameterAsBoolean(parameters, self.FLOODED_VEGETATION, context),
+                "temperature": self.parameterAsDouble(parameters, self.TEMPERATURE, context),
+                "top_p": self.parameterAsDouble(parameters, self.TOP_P, context),
+                "top_k": self.parameterAsInt(parameters, self.TOP_K, context),
+                "seed": self.parameterAsInt(parameters, p.SEED, context),
+            },
+            tiling=shared.tiling, extent=extent, device=shared.device, precision=shared.precision,
+        )  # fmt: skip
+
+    def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        out = super().results(plan, result, feedback)
+        out.setdefault(self.OUTPUT_LULC, None)
+        metrics = result.get("metrics", {}) or {}
+        out[self.WATER_FRACTION] = metrics.get("water_fraction")
+        out[self.WATER_AREA] = metrics.get("water_area_m2")
+        if out[self.WATER_FRACTION] is not None:
+            area = f", {out[self.WATER_AREA] / 1e6:.4g} km²" if out[self.WATER_AREA] is not None else ""
+            feedback.pushInfo(f"Water: {100 * out[self.WATER_FRACTION]:.2f} % of the valid pixels{area}")
+        return out

@@ -1,0 +1,151 @@
+"""Parameters shared by the TerraMind algorithms: keys (public API) and small factories.
+
+Parameter keys are used by saved graphical models, batch files and scripts: never rename one.
+Enumerations use static strings (``processing.run(..., {"DEVICE": "cpu"})``), so saved values stay
+valid when a list grows. ``read_shared`` is the one place that turns the shared parameters into
+values; it raises ``ConfigError`` naming the parameter at fault.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from qgis.core import (
+    Qgis,
+    QgsMessageLog,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+)
+
+from ..models import catalogue
+from ..models.errors import ConfigError
+from ..models.job import PRECISIONS, TilingSpec
+
+MODEL = "MODEL"
+TIMESTEPS = "TIMESTEPS"
+SEED = "SEED"
+TILE_SIZE = "TILE_SIZE"
+OVERLAP = "OVERLAP"
+BATCH_SIZE = "BATCH_SIZE"
+EXTENT = "EXTENT"
+DEVICE = "DEVICE"
+PRECISION = "PRECISION"
+WEIGHTS = "WEIGHTS"
+UNTRAINED = "UNTRAINED"
+
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_TIMESTEPS = 10  # the IBM/terramind notebooks' value; the reference's own default is 50
+CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.ckpt);;All files (*.*)"
+
+
+def _advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
+    return param
+
+
+def enum_param(name: str, description: str, options: list[str], default, *, multiple: bool = False,
+               optional: bool = False) -> QgsProcessingParameterEnum:
+    """An enumeration whose values are the option strings themselves (stable in saved models)."""
+    param = QgsProcessingParameterEnum(name, description, options=options, allowMultiple=multiple,
+                                       defaultValue=default, optional=optional)
+    param.setUsesStaticStrings(True)
+    return param
+
+
+def model_param(kind: str, description: str, *, default: str | None, optional: bool = False,
+                modality: str | None = None) -> QgsProcessingParameterEnum:
+    """The catalogue entries of one kind (official ids first, then custom cards from TERRAMIND_CATALOGUE_PATH)."""
+    try:
+        specs = catalogue.all_specs(kind)
+    except ConfigError as e:  # a broken custom card must not break the provider: list what loaded
+        QgsMessageLog.logMessage(f"TERRAMIND_CATALOGUE_PATH: {e}", "TerraMind", Qgis.MessageLevel.Warning)
+        specs = catalogue.all_specs(kind)  # the folder is marked as read: this returns what is registered
+    specs = [s for s in specs if modality is None or s.modality in (None, modality)]
+    ids = [s.id for s in specs if s.official] + sorted(s.id for s in specs if not s.official)
+    return enum_param(MODEL, description, ids, default, optional=optional)
+
+
+def timesteps_param(default: int = DEFAULT_TIMESTEPS) -> QgsProcessingParameterNumber:
+    return QgsProcessingParameterNumber(TIMESTEPS, "Diffusion steps (DDIM) for decoding",
+                                        QgsProcessingParameterNumber.Type.Integer, default, minValue=1, maxValue=1000)
+
+
+def seed_param() -> QgsProcessingParameterNumber:
+    return QgsProcessingParameterNumber(SEED, "Random seed (same seed and inputs give the same result)",
+                                        QgsProcessingParameterNumber.Type.Integer, 0, minValue=0, maxValue=2**31 - 1)
+
+
+def shared_params() -> list[QgsProcessingParameterDefinition]:
+    """Area, weights, device and tiling parameters every model algorithm has (in dialog order)."""
+    return [
+        QgsProcessingParameterExtent(EXTENT, "Limit processing to this extent", optional=True),
+        QgsProcessingParameterFile(WEIGHTS, "Local weights (file or folder; empty: Hugging Face Hub or its cache)",
+                                   QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=CHECKPOINT_FILTER),
+        enum_param(DEVICE, "Device", list(DEVICES), "auto"),
+        _advanced(enum_param(PRECISION, "Precision", list(PRECISIONS), "fp32")),
+        _advanced(QgsProcessingParameterNumber(TILE_SIZE, "Tile size (pixels, multiple of 32)",
+                                               QgsProcessingParameterNumber.Type.Integer, 224, minValue=32, maxValue=4096)),
+        _advanced(QgsProcessingParameterNumber(OVERLAP, "Tile overlap (pixels)",
+                                               QgsProcessingParameterNumber.Type.Integer, 32, minValue=0, maxValue=2048)),
+        _advanced(QgsProcessingParameterNumber(BATCH_SIZE, "Tiles per batch",
+                                               QgsProcessingParameterNumber.Type.Integer, 4, minValue=1, maxValue=256)),
+        _advanced(QgsProcessingParameterBoolean(
+            UNTRAINED, "Use deterministic untrained weights — testing only, outputs tagged UNTRAINED", False)),
+    ]
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """The shared parameters' values."""
+
+    tiling: TilingSpec
+    weights: str | None
+    device: str
+    precision: str
+    untrained: bool
+
+
+def read_tiling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext, *,
+                multiple_of: int = 16) -> TilingSpec:
+    tile = alg.parameterAsInt(parameters, TILE_SIZE, context)
+    overlap = alg.parameterAsInt(parameters, OVERLAP, context)
+    batch = alg.parameterAsInt(parameters, BATCH_SIZE, context)
+    if tile % multiple_of:
+        raise ConfigError(
+            f"TILE_SIZE must be a multiple of {multiple_of} for this model's decoder, got {tile} "
+            f"(try {max(multiple_of, round(tile / multiple_of) * multiple_of)})"
+        )
+    if overlap > tile // 2:
+        raise ConfigError(f"OVERLAP must be at most half the tile size ({tile // 2} px), got {overlap}")
+    try:
+        return TilingSpec(tile_size=tile, overlap=overlap, batch_size=batch)
+    except ConfigError as e:
+        raise ConfigError(f"TILE_SIZE/OVERLAP/BATCH_SIZE: {e}") from None
+
+
+def read_shared(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext, *,
+                tile_multiple: int = 16) -> SharedOptions:
+    """Read and check the shared parameters."""
+    weights = alg.parameterAsFile(parameters, WEIGHTS, context) or None
+    if weights and not os.path.exists(weights):
+        raise ConfigError(f"WEIGHTS: '{weights}' does not exist; give a checkpoint file or a folder of them, "
+                          "or leave it empty to use the Hugging Face Hub")
+    return SharedOptions(
+        tiling=read_tiling(alg, parameters, context, multiple_of=tile_multiple),
+        weights=weights,
+        device=alg.parameterAsEnumString(parameters, DEVICE, context) or "auto",
+        precision=alg.parameterAsEnumString(parameters, PRECISION, context) or "fp32",
+        untrained=alg.parameterAsBoolean(parameters, UNTRAINED, context),
+    )
+
+
+def catalogue_paths() -> tuple[str, ...]:
+    """Folders of custom model cards named by TERRAMIND_CATALOGUE_PATH (passed on to the worker)."""
+    return tuple(p for p in os.environ.get("TERRAMIND_CATALOGUE_PATH", "").split(os.pathsep) if p)

@@ -1,0 +1,71 @@
+"""Checks shared by the algorithms' ``plan`` methods (no side effects; errors name the parameter)."""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCsException,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingUtils,
+    QgsRectangle,
+)
+
+from ..models.catalogue import ModelSpec
+from ..models.errors import ConfigError, InputRasterError
+from .layers import LayerInput
+from .parameters import EXTENT, SharedOptions
+
+OUTPUT_EXTENSIONS = (".tif", ".tiff")
+
+
+def read_extent(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext,
+                inputs: list[LayerInput]) -> QgsRectangle | None:
+    """EXTENT in the CRS of the first input (None: the whole first input); every input must overlap it."""
+    first = inputs[0]
+    crs = first.layer.crs()
+    area = alg.parameterAsExtent(parameters, EXTENT, context, crs)
+    if area.isNull():
+        area = None  # not given: the whole first input
+    elif area.isEmpty():
+        raise ConfigError("EXTENT is empty; give an area with a width and a height, or leave it empty")
+    elif not area.intersects(first.layer.extent()):
+        raise InputRasterError(f"EXTENT does not overlap {first.label}; choose an area inside it")
+    work = QgsRectangle(first.layer.extent()) if area is None else area.intersect(first.layer.extent())
+    for item in inputs[1:]:
+        transform = QgsCoordinateTransform(item.layer.crs(), crs, context.transformContext())
+        try:
+            overlaps = transform.transformBoundingBox(item.layer.extent()).intersects(work)
+        except QgsCsException:  # e.g. far outside the first input's UTM zone
+            overlaps = False
+        if not overlaps:
+            raise InputRasterError(f"{item.label} does not overlap the area to process (the extent of {first.label}"
+                                   f"{' within EXTENT' if area is not None else ''})")
+    return area
+
+
+def destination(alg: QgsProcessingAlgorithm, parameters: dict, key: str, context: QgsProcessingContext, *,
+                fallback_name: str | None = None) -> str:
+    """The file path of raster destination ``key`` ('' if skipped and no ``fallback_name``)."""
+    path = alg.parameterAsOutputLayer(parameters, key, context)
+    if not path:
+        return QgsProcessingUtils.generateTempFilename(fallback_name) if fallback_name else ""
+    if os.path.isdir(path):
+        raise ConfigError(f"{key}: '{path}' is a folder; give a GeoTIFF file name")
+    if not path.lower().endswith(OUTPUT_EXTENSIONS):
+        raise ConfigError(f"{key}: '{path}' must be a GeoTIFF file name ending in .tif (the worker writes GeoTIFF)")
+    return path
+
+
+def require_weights(spec: ModelSpec, shared: SharedOptions, param: str = "MODEL") -> None:
+    """A model card without published weights needs local WEIGHTS or UNTRAINED."""
+    if spec.weights is None and not shared.weights and not shared.untrained:
+        raise ConfigError(f"{param}: '{spec.id}' has no published weights; give a checkpoint in WEIGHTS "
+                          "or tick UNTRAINED (testing only)")
+
+
+def layer_name(what: str, source: str, untrained: bool) -> str:
+    """Name of a result layer, marked UNTRAINED where untrained weights made it."""
+    return f"{what} ({source})" + (" UNTRAINED" if untrained else "")

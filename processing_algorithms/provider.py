@@ -1,0 +1,44 @@
+"""The Processing provider ``terramind`` (an explicit list of algorithms)."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from .base import ICON
+from .generate_modalities import GenerateModalitiesAlgorithm
+from .map_water_zero_shot import MapWaterZeroShotAlgorithm
+from .reconstruct_with_tokenizer import ReconstructWithTokenizerAlgorithm
+from .segment_with_finetuned_model import SegmentWithFinetunedModelAlgorithm
+
+ALGORITHMS = (ReconstructWithTokenizerAlgorithm, GenerateModalitiesAlgorithm, SegmentWithFinetunedModelAlgorithm,
+              MapWaterZeroShotAlgorithm)
+
+
+class TerraMindProvider(QgsProcessingProvider):
+    """TerraMind foundation-model algorithms; the models run in a worker process."""
+
+    def id(self) -> str:
+        return "terramind"
+
+    def name(self) -> str:
+        return "TerraMind"
+
+    def longName(self) -> str:
+        return "TerraMind (IBM / ESA geospatial foundation model)"
+
+    def icon(self) -> QIcon:
+        return QIcon(ICON)
+
+    def svgIconPath(self) -> str:
+        return ICON
+
+    def loadAlgorithms(self) -> None:
+        for algorithm in ALGORITHMS:
+            self.addAlgorithm(algorithm())
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:
+        return ["tif"]  # the worker writes GeoTIFF only
+
+    def defaultRasterFileExtension(self) -> str:
+        return "tif"

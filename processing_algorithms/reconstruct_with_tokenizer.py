@@ -1,0 +1,138 @@
+"""Reconstruct with tokenizer: encode a raster to TerraMind tokens and decode it again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from ..models import catalogue
+from ..models.errors import ConfigError
+from ..models.job import ModelRequest
+from ..models.modalities import get_modality
+from . import parameters as p
+from .base import OutputTarget, RunPlan, TerraMindAlgorithm
+from .layers import check_input
+from .planning import destination, layer_name, read_extent, require_weights
+
+MODALITIES = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
+
+
+class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
+    """Tokenize a raster with a TerraMind tokenizer and decode the tokens back to an image."""
+
+    INPUT = "INPUT"
+    MODALITY = "MODALITY"
+    BANDS = "BANDS"
+    OUTPUT = "OUTPUT"
+    DIFFERENCE = "DIFFERENCE"
+    PSNR = "PSNR"
+    MAE = "MAE"
+
+    def name(self) -> str:
+        return "reconstructwithtokenizer"
+
+    def displayName(self) -> str:
+        return self.tr("Reconstruct with tokenizer")
+
+    def group(self) -> str:
+        return self.tr("Tokenizers")
+
+    def groupId(self) -> str:
+        return "tokenizers"
+
+    def shortHelpString(self) -> str:
+        return self.tr(
+            "Encodes the input raster into TerraMind's discrete tokens (one per 16 x 16 pixels) with the tokenizer of "
+            "the chosen modality, and decodes them again: the reconstruction shows what the tokens keep of the image.\n\n"
+            "<b>Band mapping</b>: pick the layer's bands in the modality's order (S2L2A: B01, B02, B03, B04, B05, "
+            "B06, B07, B08, B8A, B09, B11, B12; S1: VV, VH); empty uses the layer's bands as they are. Values are "
+            "raw units (S2: reflectance x 10000, S1: dB, DEM: metres).\n"
+            "<b>Diffusion steps</b>: DDIM steps of the DiVAE decoders (S2, S1, DEM, NDVI); LULC is decoded in one pass.\n"
+            "<b>Outputs</b>: the reconstruction on the input's grid and, optionally, the difference "
+            "(reconstruction - input). PSNR and MAE per band are returned as results and written to the log.\n"
+            "<b>Model</b>: empty uses the official tokenizer of the modality (downloaded from Hugging Face, or "
+            "read from WEIGHTS). Tile size must be a multiple of 32 for the diffusion decoders."
+        )
+
+    def initAlgorithm(self, config: dict | None = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        self.addParameter(p.enum_param(self.MODALITY, self.tr("Modality of the input"), list(MODALITIES), "S2L2A"))
+        self.addParameter(QgsProcessingParameterBand(self.BANDS, self.tr("Band mapping (the layer's bands in the modality's order)"),
+                                                     parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
+        self.addParameter(p.model_param("tokenizer", self.tr("Tokenizer (empty: the official one of the modality)"),
+                                        default=None, optional=True))
+        self.addParameter(p.timesteps_param())
+        self.addParameter(p.seed_param())
+        for param in p.shared_params():
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Reconstruction")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.DIFFERENCE, self.tr("Difference (reconstruction - input)"), optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber("PSNR_MEAN", self.tr("PSNR, mean over bands (dB)")))
+        self.addOutput(QgsProcessingOutputNumber("MAE_MEAN", self.tr("MAE, mean over bands (raw units)")))
+
+    def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
+        modality = get_modality(self.parameterAsEnumString(parameters, self.MODALITY, context))
+        bands = tuple(self.parameterAsInts(parameters, self.BANDS, context) or ()) or None
+        item = check_input(self.INPUT, self.parameterAsRasterLayer(parameters, self.INPUT, context), modality, bands,
+                           mapping_param=self.BANDS)
+        model_id = self.parameterAsEnumString(parameters, p.MODEL, context) or modality.tokenizer_id
+        spec = catalogue.get(model_id)
+        if spec.kind != "tokenizer" or spec.modality != modality.name:
+            what = f"the tokenizer of {spec.modality}" if spec.kind == "tokenizer" else "not a tokenizer"
+            raise ConfigError(f"MODEL: '{model_id}' is {what}, but MODALITY is {modality.name}; "
+                              f"choose a {modality.name} tokenizer or leave MODEL empty")
+        shared = p.read_shared(self, parameters, context, tile_multiple=32 if spec.config.kind == "divae" else 16)
+        require_weights(spec, shared)
+        extent = read_extent(self, parameters, context, [item])
+        source = item.layer.name()
+        outputs = {"reconstruction": OutputTarget(self.OUTPUT, destination(self, parameters, self.OUTPUT, context), modality.name,
+                                                  layer_name(f"{modality.name} reconstruction", source, shared.untrained))}
+        diff_path = destination(self, parameters, self.DIFFERENCE, context)
+        if diff_path:
+            style = "mask" if modality.categorical else f"difference:{modality.name}"  # LULC: changed-class mask
+            outputs["difference"] = OutputTarget(self.DIFFERENCE, diff_path, style,
+                                                 layer_name(f"{modality.name} difference", source, shared.untrained))
+        return RunPlan(
+            task="reconstruct",
+            inputs=[item],
+            outputs=outputs,
+            model=ModelRequest(id=model_id, weights=shared.weights, untrained=shared.untrained,
+                               catalogue_paths=p.catalogue_paths()),
+            params={"modality": modality.name, "timesteps": self.parameterAsInt(parameters, p.TIMESTEPS, context),
+                    "seed": self.parameterAsInt(parameters, p.SEED, context), "difference": bool(diff_path)},
+            tiling=shared.tiling, extent=extent, device=shared.device, precision=shared.precision,
+        )
+
+    def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        out = super().results(plan, result, feedback)
+        out.setdefault(self.DIFFERENCE, None)
+        metrics = result.get("metrics", {}) or {}
+        psnr, mae = per_band(metrics, "psnr"), per_band(metrics, "mae")
+        out[self.PSNR], out[self.MAE] = psnr, mae
+        if "accuracy" in metrics:  # class rasters (LULC): fraction of pixels whose class is unchanged
+            out["ACCURACY"] = float(metrics["accuracy"])
+            feedback.pushInfo(f"Unchanged classes: {100 * out['ACCURACY']:.2f} % of the pixels")
+        out["PSNR_MEAN"] = sum(psnr.values()) / len(psnr) if psnr else None
+        out["MAE_MEAN"] = sum(mae.values()) / len(mae) if mae else None
+        for band in psnr:
+            feedback.pushInfo(f"{band}: PSNR {psnr[band]:.2f} dB, MAE {mae.get(band, float('nan')):.4g}")
+        return out
+
+
+def per_band(metrics: dict[str, Any], name: str) -> dict[str, float]:
+    """``{band label: value}`` of one metric from the worker's result (accepts a dict or a list per band)."""
+    value = metrics.get(name, metrics.get(name.upper(), {}))
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return {f"band {i + 1}": float(v) for i, v in enumerate(value) if v is not None}
+    return {}

@@ -1,0 +1,70 @@
+"""Writes reconstruct_chain.model3: native fill-nodata -> TerraMind reconstruction -> native statistics.
+
+Run once with the project venv (QT_QPA_PLATFORM=offscreen .venv/bin/python tests/qgis/data/make_model3.py);
+the .model3 file is kept in the repository and loaded by tests/qgis/test_model3.py.
+"""
+
+import os
+import sys
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
+    QgsProcessingModelParameter,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtCore import QPointF
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def child(alg_id: str, cid: str, x: float, params: dict, outputs: dict | None = None) -> QgsProcessingModelChildAlgorithm:
+    c = QgsProcessingModelChildAlgorithm(alg_id)
+    c.setChildId(cid)
+    c.setDescription(cid)
+    c.setPosition(QPointF(x, 200))
+    for key, source in params.items():
+        c.addParameterSources(key, [source])
+    for name, (child_output, description) in (outputs or {}).items():
+        out = QgsProcessingModelOutput(name, description)
+        out.setChildId(cid)
+        out.setChildOutputName(child_output)
+        out.setMandatory(False)
+        c.setModelOutputs({**c.modelOutputs(), name: out})
+    return c
+
+
+def main() -> None:
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.append(os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    model = QgsProcessingModelAlgorithm("reconstruct_chain", "terramind_tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("dem", "DEM raster"), QgsProcessingModelParameter("dem"))
+    v = QgsProcessingModelChildParameterSource.fromStaticValue
+    fill = child("native:fillnodata", "fill", 100, {
+        "INPUT": QgsProcessingModelChildParameterSource.fromModelParameter("dem"),
+        "BAND": v(1), "FILL_VALUE": v(0), "OUTPUT": v("TEMPORARY_OUTPUT")})
+    rec = child("terramind:reconstructwithtokenizer", "reconstruct", 300, {
+        "INPUT": QgsProcessingModelChildParameterSource.fromChildOutput("fill", "OUTPUT"),
+        "MODALITY": v("DEM"), "MODEL": v("test_tokenizer_dem"), "UNTRAINED": v(True), "TIMESTEPS": v(2),
+        "SEED": v(0), "TILE_SIZE": v(224), "OVERLAP": v(32), "BATCH_SIZE": v(4), "DEVICE": v("cpu"),
+        "PRECISION": v("fp32")}, {"reconstruction": ("OUTPUT", "Reconstructed DEM")})
+    stats = child("native:rasterlayerstatistics", "statistics", 500, {
+        "INPUT": QgsProcessingModelChildParameterSource.fromChildOutput("reconstruct", "OUTPUT"), "BAND": v(1)},
+        {"statistics": ("OUTPUT_HTML_FILE", "Statistics of the reconstruction")})
+    for c in (fill, rec, stats):
+        model.addChildAlgorithm(c)
+    path = os.path.join(HERE, "reconstruct_chain.model3")
+    assert model.toFile(path), path
+    print("wrote", path)
+    app.exitQgis()
+
+
+if __name__ == "__main__":
+    main()

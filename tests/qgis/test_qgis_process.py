@@ -1,0 +1,72 @@
+"""Our algorithms from the shell: ``qgis_process`` with the plugin enabled in a throwaway profile."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tm_helpers import CATALOGUE, REPO, raster_facts
+
+QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"  # the wrapper breaks on Debian
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed"),
+    pytest.mark.usefixtures("test_models_available"),
+]
+
+
+@pytest.fixture
+def cli_env(tmp_path, worker_python):
+    site_packages = glob.glob(str(REPO / ".venv" / "lib" / "python3*" / "site-packages"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QGIS_", "TERRAMIND_"))}
+    env.update(
+        XDG_DATA_HOME=str(tmp_path / "xdg"),  # a fresh QGIS profile
+        QGIS_PLUGINPATH=str(REPO / ".pluginpath"),
+        PYTHONPATH=os.pathsep.join(site_packages),
+        QT_QPA_PLATFORM="offscreen",
+        TERRAMIND_PYTHON=worker_python,
+        TERRAMIND_CATALOGUE_PATH=str(CATALOGUE),
+    )
+    enable = subprocess.run([QGIS_PROCESS, "plugins", "enable", "terramind_qgis"], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert enable.returncode == 0, enable.stdout + enable.stderr
+    return env
+
+
+def _qgis_process(env, *args, timeout=300):
+    return subprocess.run([QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_algorithms_are_listed(cli_env):
+    listing = _qgis_process(cli_env, "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "terramind:reconstructwithtokenizer" in listing.stdout and "terramind:generatemodalities" in listing.stdout
+
+
+def test_reconstruction_runs_from_the_shell(cli_env, example, tmp_path):
+    source, out = example("DEM"), tmp_path / "cli_rec.tif"
+    done = _qgis_process(cli_env, "--json", "run", "terramind:reconstructwithtokenizer", "--",
+                         f"INPUT={source}", "MODALITY=DEM", "MODEL=test_tokenizer_dem", "UNTRAINED=true", "TIMESTEPS=2",
+                         f"OUTPUT={out}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    assert report["algorithm_details"]["id"] == "terramind:reconstructwithtokenizer"
+    assert report["results"]["OUTPUT"] == str(out)
+    assert report["results"]["MAE"]["Elevation"] > 0
+    facts = raster_facts(out)
+    assert (facts["size"], facts["epsg"], facts["descriptions"]) == ((224, 224), "32722", ["Elevation"])
+    assert (tmp_path / "cli_rec.qml").exists()
+
+
+def test_missing_environment_fails_with_the_how_to(cli_env, example, tmp_path):
+    env = dict(cli_env, TERRAMIND_PYTHON=str(tmp_path / "missing" / "python"))
+    done = _qgis_process(env, "run", "terramind:reconstructwithtokenizer", "--", f"INPUT={example('DEM')}",
+                         "MODALITY=DEM", "UNTRAINED=true", f"OUTPUT={tmp_path / 'never.tif'}")
+    assert done.returncode != 0
+    assert "does not exist or is not executable" in done.stdout + done.stderr
+    assert "TERRAMIND_PYTHON" in done.stdout + done.stderr
+    assert not (tmp_path / "never.tif").exists()

@@ -1,0 +1,189 @@
+"""Bad inputs are refused on the QGIS side, before any worker starts, with one message naming the
+layer or parameter and saying what is expected. A missing worker environment gives the how-to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsApplication, QgsProcessingException
+
+import processing
+
+RECONSTRUCT = "terramind:reconstructwithtokenizer"
+GENERATE = "terramind:generatemodalities"
+
+
+def _fails(algorithm_id, params, match):
+    with pytest.raises(QgsProcessingException, match=match) as info:
+        processing.run(algorithm_id, params)
+    return str(info.value)
+
+
+def _rec(path, tmp_path, **extra):
+    return {"INPUT": path, "MODALITY": "S2L2A", "OUTPUT": str(tmp_path / "rec.tif"), "UNTRAINED": True, **extra}
+
+
+def _raster(path, dtype=gdal.GDT_Int16, bands=1, crs=True):
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 64, 64, bands, dtype)
+    ds.SetGeoTransform((500000, 10, 0, 4000000, 0, -10))
+    if crs:
+        ds.SetProjection("EPSG:32633")
+    for b in range(bands):
+        ds.GetRasterBand(b + 1).WriteArray(np.ones((64, 64)))
+    ds = None
+    return str(path)
+
+
+def test_band_count_after_band_mapping(terramind_provider, example, tmp_path):
+    msg = _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, BANDS=[4, 3, 2]),
+                 r"layer '282D_485L_3_3' \(INPUT\) has 3 bands selected, but S2L2A needs 12 \(B01, B02")
+    assert msg.endswith("choose 12 band(s) in that order in BANDS")
+
+
+def test_band_count_without_mapping(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, MODALITY="DEM"),
+           r"has 12 bands, but DEM needs 1 \(Elevation\)")
+
+
+def test_band_mapping_with_a_band_the_layer_lacks(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("DEM"), tmp_path, MODALITY="DEM", BANDS=[2]),
+           r"layer '282D_485L_3_3' \(INPUT\) has no band 2; it has bands 1 to 1")
+
+
+def test_raster_without_crs(terramind_provider, tmp_path):
+    path = _raster(tmp_path / "nocrs.tif", crs=False)
+    _fails(RECONSTRUCT, _rec(path, tmp_path, MODALITY="DEM"), r"layer 'nocrs' \(INPUT\) has no coordinate reference system")
+
+
+def test_complex_data_type(terramind_provider, tmp_path):
+    path = _raster(tmp_path / "complex.tif", dtype=gdal.GDT_CInt16)
+    _fails(RECONSTRUCT, _rec(path, tmp_path, MODALITY="DEM"),
+           r"layer 'complex' \(INPUT\) band 1 has data type CInt16, which TerraMind cannot read")
+
+
+def test_extent_outside_the_layer(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, EXTENT="0,1000,0,1000 [EPSG:32722]"),
+           r"EXTENT does not overlap layer '282D_485L_3_3' \(INPUT\)")
+
+
+@pytest.mark.parametrize(("tile", "overlap", "match"), [
+    (208, 32, r"TILE_SIZE must be a multiple of 32 for this model's decoder, got 208 \(try 192\)"),
+    (224, 128, r"OVERLAP must be at most half the tile size \(112 px\), got 128"),
+])  # fmt: skip
+def test_tiling(terramind_provider, example, tmp_path, tile, overlap, match):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, TILE_SIZE=tile, OVERLAP=overlap), match)
+
+
+def test_lulc_tokenizer_allows_multiples_of_16(terramind_provider, example, tmp_path):
+    """The VQ-VAE (LULC) decoder works on 16-pixel patches: 208 passes validation (fails later, not here)."""
+    alg = QgsApplication.processingRegistry().createAlgorithmById(RECONSTRUCT)
+    from qgis.core import QgsProcessingContext
+
+    ok, message = alg.checkParameterValues(_rec(example("LULC"), tmp_path, MODALITY="LULC", TILE_SIZE=208),
+                                           QgsProcessingContext())
+    assert ok, message
+
+
+def test_tokenizer_of_another_modality(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, MODEL="terramind_v1_tokenizer_dem"),
+           r"MODEL: 'terramind_v1_tokenizer_dem' is the tokenizer of DEM, but MODALITY is S2L2A")
+
+
+def test_missing_weights_file(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, WEIGHTS=str(tmp_path / "nope.safetensors")),
+           r"WEIGHTS: '.*nope.safetensors' does not exist")
+
+
+def test_output_must_be_a_geotiff(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, OUTPUT=str(tmp_path / "rec.img")),
+           r"OUTPUT: '.*rec.img' must be a GeoTIFF file name ending in .tif")
+
+
+def test_custom_card_without_weights_needs_weights_or_untrained(terramind_provider, example, tmp_path, monkeypatch):
+    card = {"id": "validation_tokenizer_dem", "kind": "tokenizer", "title": "t", "weights": None, "modality": "DEM",
+            "config": {"type": "TokenizerConfig", "kind": "divae", "in_channels": 1}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(tmp_path), os.environ["TERRAMIND_CATALOGUE_PATH"]]))
+    _fails(RECONSTRUCT, _rec(example("DEM"), tmp_path, MODALITY="DEM", MODEL="validation_tokenizer_dem", UNTRAINED=False),
+           r"MODEL: 'validation_tokenizer_dem' has no published weights; give a checkpoint in WEIGHTS or tick UNTRAINED")
+
+
+def _gen(tmp_path, **extra):
+    return {"OUTPUTS": ["DEM"], "MODEL": "terramind_v1_tiny", "UNTRAINED": True, **extra}
+
+
+def test_generation_needs_an_input(terramind_provider, tmp_path):
+    _fails(GENERATE, _gen(tmp_path), r"give at least one input layer \(INPUT_S2L2A, INPUT_S2L1C, ")
+
+
+def test_generation_cannot_generate_an_input(terramind_provider, example, tmp_path):
+    _fails(GENERATE, _gen(tmp_path, INPUT_DEM=example("DEM"), OUTPUTS=["LULC", "DEM"]),
+           r"OUTPUTS: DEM is also an input \(INPUT_DEM\); TerraMind cannot generate a modality it is given")
+
+
+def test_generation_checks_each_input_layer(terramind_provider, example, tmp_path):
+    _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), INPUT_S1RTC=example("DEM")),
+           r"layer '282D_485L_3_3' \(INPUT_S1RTC\) has 1 band, but S1RTC needs 2 \(VV, VH\); "
+           r"give a raster with exactly these bands in that order")
+
+
+def test_generation_inputs_must_overlap(terramind_provider, example, tmp_path):
+    _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), INPUT_S1RTC=example("S1RTC", "38D_378R_2_3")),
+           r"layer '38D_378R_2_3' \(INPUT_S1RTC\) does not overlap the area to process")
+
+
+def test_generation_model_must_be_able_to_generate(terramind_provider, example, tmp_path, monkeypatch):
+    card = {"id": "validation_terramind_dem_only", "kind": "terramind", "title": "t", "weights": None,
+            "config": {"type": "TerraMindConfig", "dim": 64, "num_heads": 2, "encoder_depth": 2, "decoder_depth": 2,
+                       "mlp": "gelu", "mlp_hidden": 128, "bias": True},
+            "inputs": ["S2L2A"], "outputs": ["DEM"], "tokenizers": {"DEM": "terramind_v1_tokenizer_dem"}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(tmp_path), os.environ["TERRAMIND_CATALOGUE_PATH"]]))
+    _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), MODEL="validation_terramind_dem_only", OUTPUTS=["LULC"]),
+           r"OUTPUTS: model 'validation_terramind_dem_only' cannot generate LULC \(it generates DEM\)")
+    _fails(GENERATE, _gen(tmp_path, INPUT_DEM=example("DEM"), MODEL="validation_terramind_dem_only", OUTPUTS=["LULC"]),
+           r"INPUT_DEM: model 'validation_terramind_dem_only' does not accept DEM \(it accepts S2L2A\)")
+
+
+def test_nothing_is_written_when_validation_fails(terramind_provider, example, tmp_path):
+    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, MODALITY="DEM"), "DEM needs 1")
+    assert not (tmp_path / "rec.tif").exists()
+
+
+@pytest.mark.parametrize(("python", "match"), [
+    ("/nonexistent/bin/python", r"The TerraMind worker interpreter '/nonexistent/bin/python' \(from the environment "
+                                r"variable TERRAMIND_PYTHON\) does not exist or is not executable\. Create a Python environment"),
+    ("/usr/bin/python3", r"The TerraMind worker interpreter '/usr/bin/python3' .* lacks torch.*TERRAMIND_PYTHON"),
+])  # fmt: skip
+def test_missing_worker_environment_gives_the_how_to(terramind_provider, example, tmp_path, monkeypatch, python, match):
+    if python == "/usr/bin/python3" and os.system("/usr/bin/python3 -c 'import torch' 2>/dev/null") == 0:
+        pytest.skip("the system Python has torch here")
+    logged = []
+    QgsApplication.messageLog().messageReceived.connect(lambda msg, tag, level: logged.append((tag, msg)))
+    monkeypatch.setenv("TERRAMIND_PYTHON", python)
+    message = _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path), match)
+    assert "README" in message and message.count("TERRAMIND_PYTHON") >= 1
+    assert any(tag == "TerraMind" and "README" in msg for tag, msg in logged)
+    assert not (tmp_path / "rec.tif").exists()
+
+
+def test_a_worker_error_becomes_one_processing_exception(terramind_provider, test_models_available, tmp_path):
+    """Checks only the worker can make (the class values) arrive as one exception with its message."""
+    path = str(tmp_path / "classes.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 64, 64, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000, 10, 0, 4000000, 0, -10))
+    ds.SetProjection("EPSG:32633")
+    ds.GetRasterBand(1).WriteArray(np.full((64, 64), 42, np.uint8))
+    ds = None
+    with pytest.raises(QgsProcessingException) as info:
+        processing.run(RECONSTRUCT, {"INPUT": path, "MODALITY": "LULC", "MODEL": "test_tokenizer_lulc", "UNTRAINED": True,
+                                     "OUTPUT": str(tmp_path / "rec.tif")})
+    message = str(info.value)
+    assert message.startswith("layer 'classes': ") and "class values must be 0..9, found 42..42" in message
+    assert "\n" not in message and "Traceback" not in message
+    assert sorted(os.listdir(tmp_path)) == ["classes.tif"]  # no output, no partial file, no sidecar

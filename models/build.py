@@ -17,15 +17,15 @@ download; models/weights/hub.py); a path takes that file or folder. ``tokenizer_
 modality name (``"LULC"``) to a file or folder for the tokenizer of that modality; unlisted ones
 are looked for in the folder given as ``weights`` (when it is one: so one folder can hold a
 TerraMind file and its tokenizers' files) and otherwise come from their own catalogue entries.
-``untrained=True`` fills every tensor with the deterministic rule of models/weights/untrained.py instead (offline demo, tests); it is never
-chosen silently, it cannot be combined with weight paths, and the result carries
-``model.untrained = True``. A custom catalogue entry without a weights source needs either a path
-or ``untrained=True``.
+``untrained=True`` fills every tensor with the deterministic rule of models/weights/untrained.py
+instead (offline demo, tests); it is never chosen silently, it cannot be combined with weight
+paths, and the result carries ``model.untrained = True``. A custom catalogue entry without a
+weights source needs either a path or ``untrained=True``.
 
-How: the module is built on the meta device (no memory, no random init), the checkpoint is
-matched strictly with the reference's key mapping (models/weights/matching.py) and assigned
-(models/weights/loading.py), deterministic buffers the file lacks are recomputed, and no meta
-tensor may remain. Returned modules are in eval mode with ``requires_grad=False`` and carry
+How: the module is built on the meta device (no memory, no random init) and filled by the one
+loading path, ``models/weights/loading.load_checkpoint_``: the checkpoint is matched strictly with
+the reference's key mapping (models/weights/matching.py) and assigned, deterministic buffers the
+file lacks are recomputed, and no meta tensor may remain. Returned modules are in eval mode with ``requires_grad=False`` and carry
 ``model_id``, ``untrained`` and ``weights_source``: a dict of provenance strings
 (``hf://org/repo@revision/file``, a local path, or the untrained marker), key ``"model"`` for the
 model's own file and ``"tokenizer <MODALITY>"`` for the tokenizers inside a TerraMind model.
@@ -45,10 +45,12 @@ from .catalogue import ModelSpec
 from .errors import ConfigError
 from .modalities import modality_for_key
 from .progress import NullProgress, Progress
+from .terramind import TerraMindGeneration, TerraMindTiM, TerraMindViT
+from .terramind.embeddings import embedding_spec
+from .tokenizers import build_tokenizer
 from .weights.hub import find_in_folder, resolve_weights
-from .weights.loading import load_into_, materialise_, untrained_checkpoint
+from .weights.loading import load_checkpoint_, untrained_checkpoint
 from .weights.matching import BACKBONE, GENERATION, TIM, TOKENIZER, KeyMapping
-from .weights.bands import BandSubsetCheckpoint
 from .weights.reading import Checkpoint, read_checkpoint
 
 PathLike = str | os.PathLike[str]
@@ -65,17 +67,10 @@ def load_tokenizer(
 ) -> nn.Module:
     """The tokenizer ``model_id`` (a ``DiVAE`` or ``VQVAE``) with its weights, on ``device``."""
     spec = _spec(model_id, "tokenizer")
-    tok = _build_tokenizer_on_meta(spec)
-    source = _fill(tok, spec, TOKENIZER, weights, untrained, progress)
-    materialise_(tok, what=f"tokenizer '{model_id}'")
-    return _finish(tok, spec, untrained, {"model": source}, device)
-
-
-def _build_tokenizer_on_meta(spec: ModelSpec) -> nn.Module:
-    from .tokenizers import build_tokenizer
-
     with torch.device("meta"):
-        return build_tokenizer(spec.config)  # type: ignore[arg-type]
+        tok = build_tokenizer(spec.config)  # type: ignore[arg-type]
+    source = _fill(tok, spec, TOKENIZER, weights, untrained, progress)
+    return _finish(tok, spec, untrained, {"model": source}, device)
 
 
 def load_generation(
@@ -94,19 +89,13 @@ def load_generation(
     Holds one tokenizer per tokenized input (LULC, NDVI) and per output, loaded from their own
     catalogue entries (or ``tokenizer_weights[<MODALITY>]``).
     """
-    from .terramind import TerraMindGeneration
-
     spec = _spec(model_id, "terramind")
     with torch.device("meta"):
         model = TerraMindGeneration(spec.config, list(inputs), list(outputs))  # type: ignore[arg-type]
     _check_modalities(spec, model.input_mapping, spec.inputs, "input")
     _check_modalities(spec, model.output_mapping, spec.outputs, "output")
     tokenized = [k for k in model.input_mapping.values() if _is_tokenized(k)] + list(model.output_mapping.values())
-    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
-    sources = {"model": _fill(model, spec, GENERATION, weights, untrained, progress)}
-    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
-    materialise_(model, what=f"model '{model_id}'")
-    return _finish(model, spec, untrained, sources, device)
+    return _load_terramind(model, spec, GENERATION, tokenized, weights, tokenizer_weights, untrained, device, progress)
 
 
 def load_backbone(
@@ -126,18 +115,12 @@ def load_backbone(
     ``bands={modality: [band names]}`` selects pretrained patch-embedding columns (terratorch's
     ``bands``); tokenized inputs (LULC, NDVI) get their tokenizers.
     """
-    from .terramind import TerraMindViT
-
     spec = _spec(model_id, "terramind")
     with torch.device("meta"):
         model = TerraMindViT(spec.config, list(modalities), merge_method, bands)  # type: ignore[arg-type]
     _check_modalities(spec, model.mod_name_mapping, spec.inputs, "input")
     tokenized = [k for k in model.mod_name_mapping.values() if _is_tokenized(k)]
-    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
-    sources = {"model": _fill(model, spec, BACKBONE, weights, untrained, progress, band_indices=model.band_indices)}
-    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
-    materialise_(model, what=f"model '{model_id}'")
-    return _finish(model, spec, untrained, sources, device)
+    return _load_terramind(model, spec, BACKBONE, tokenized, weights, tokenizer_weights, untrained, device, progress)
 
 
 def load_tim(
@@ -155,8 +138,6 @@ def load_tim(
 ) -> nn.Module:
     """Thinking-in-Modalities backbone (``TerraMindTiM``): features over ``modalities`` plus
     internally generated ``tim_modalities`` tokens. Band subsets are not supported (as in terratorch)."""
-    from .terramind import TerraMindTiM
-
     spec = _spec(model_id, "terramind")
     with torch.device("meta"):
         model = TerraMindTiM(
@@ -167,16 +148,10 @@ def load_tim(
     _check_modalities(spec, inputs, spec.inputs, "input")
     _check_modalities(spec, dict(zip(model.tim_modalities, model.tim_keys)), spec.outputs, "TiM")
     tokenized = [k for k in inputs.values() if _is_tokenized(k)]
-    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
-    sources = {"model": _fill(model, spec, TIM, weights, untrained, progress)}
-    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
-    materialise_(model, what=f"model '{model_id}'")
-    return _finish(model, spec, untrained, sources, device)
+    return _load_terramind(model, spec, TIM, tokenized, weights, tokenizer_weights, untrained, device, progress)
 
 
 def _is_tokenized(key: str) -> bool:
-    from .terramind.embeddings import embedding_spec
-
     return embedding_spec(key).tokenized
 
 
@@ -205,10 +180,10 @@ def _attach_tokenizers(
     Order of sources: ``tokenizer_weights[<MODALITY>]``, then the tokenizer's catalogue file in the
     folder given as the model's ``weights`` (if a folder), then its own catalogue source (Hub).
     """
-    modalities = [modality_for_key(k).name for k in dict.fromkeys(keys)]
     folder = Path(weights) if weights is not None and str(weights) != "" and Path(weights).is_dir() else None
     sources = {}
-    for key, modality in zip(dict.fromkeys(keys), modalities):
+    for key in dict.fromkeys(keys):
+        modality = modality_for_key(key).name
         tok_spec = catalogue.tokenizer_for(spec, modality)
         if progress is not None:
             progress.info(f"loading the {modality} tokenizer ({tok_spec.id})")
@@ -222,6 +197,25 @@ def _attach_tokenizers(
 
 
 # ----------------------------------------------------------------------------- shared steps
+
+
+def _load_terramind(
+    model: nn.Module,
+    spec: ModelSpec,
+    mapping: KeyMapping,
+    tokenized: Sequence[str],
+    weights: PathLike | None,
+    tokenizer_weights: Mapping[str, PathLike] | None,
+    untrained: bool,
+    device: str | torch.device,
+    progress: Progress | None,
+) -> nn.Module:
+    """What every TerraMind loader does once its module is built on ``meta``: load its weights, then
+    the tokenizers of the internal keys ``tokenized``, then finish it on ``device``."""
+    _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
+    sources = {"model": _fill(model, spec, mapping, weights, untrained, progress)}
+    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
+    return _finish(model, spec, untrained, sources, device)
 
 
 def _spec(model_id: str, kind: str) -> ModelSpec:
@@ -238,21 +232,14 @@ def _fill(
     weights: PathLike | None,
     untrained: bool,
     progress: Progress | None,
-    *,
-    band_indices: Mapping[str, Sequence[int]] | None = None,
 ) -> str:
-    """Load ``spec``'s weights (or the untrained fill) into ``module``; returns their provenance.
-
-    ``band_indices`` ({internal key: pretrained band positions}) makes the full pretrained patch
-    embeddings of the file appear sliced to the module's band subset (terratorch's ``bands``).
-    """
+    """Load ``spec``'s weights (or the untrained fill) into ``module``; returns their provenance."""
     if untrained:
         if weights is not None and str(weights) != "":
             raise ConfigError(
                 f"model '{spec.id}': give either a weights path ({weights}) or untrained=True, not both"
             )
-        full = {f"encoder_embeddings.{k}.proj.weight": _full_proj_shape(module, k) for k in band_indices or {}}
-        checkpoint: Checkpoint = untrained_checkpoint(module, mapping, shapes=full)
+        checkpoint: Checkpoint = untrained_checkpoint(module, mapping)
         source = UNTRAINED_SOURCE
     else:
         resolved = resolve_weights(spec, weights, progress=progress or NullProgress())
@@ -260,23 +247,8 @@ def _fill(
             progress.info(f"loading {resolved.path.name} for '{spec.id}'")
         checkpoint = read_checkpoint(resolved.path)
         source = resolved.description
-    if band_indices:
-        checkpoint = BandSubsetCheckpoint(checkpoint, band_indices, _patch_pixels(module))
-    load_into_(module, checkpoint, mapping, what=_describe(spec))
-    tie = getattr(module, "tie_weights", None)
-    if callable(tie):
-        tie()
+    load_checkpoint_(module, checkpoint, mapping, what=_describe(spec))
     return source
-
-
-def _patch_pixels(module: nn.Module) -> int:
-    patch = module.config.patch_size  # type: ignore[union-attr]
-    return int(patch) * int(patch)
-
-
-def _full_proj_shape(module: nn.Module, key: str) -> tuple[int, int]:
-    """Shape of the pretrained (all-band) patch embedding of raw modality ``key``."""
-    return (module.config.dim, _patch_pixels(module) * modality_for_key(key).num_bands)  # type: ignore[union-attr]
 
 
 def _describe(spec: ModelSpec) -> str:

@@ -31,9 +31,8 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..models.errors import CancelledError, TerraMindError
 from ..models.job import InputSpec, Job, ModelRequest, TilingSpec
-from . import environment, layers, styling, worker_client
+from . import LOG_TAG, environment, layers, styling, worker_client
 
-LOG_TAG = "TerraMind"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "terramind.svg")
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -27,9 +26,7 @@ class GenerateModalitiesAlgorithm(TerraMindAlgorithm):
     """Generate the chosen output modalities from whichever input modalities are given."""
 
     OUTPUTS = "OUTPUTS"
-    TEMPERATURE = "TEMPERATURE"
-    TOP_P = "TOP_P"
-    TOP_K = "TOP_K"
+    TEMPERATURE, TOP_P, TOP_K = p.TEMPERATURE, p.TOP_P, p.TOP_K
     INPUT_PARAMS = {m: f"INPUT_{m}" for m in INPUTS}  # S2L2A, S2L1C, S2RGB, S1GRD, S1RTC, DEM, LULC, NDVI
     OUTPUT_PARAMS = {m: f"OUTPUT_{m}" for m in IMAGE_OUTPUTS}  # S2L2A, S1GRD, S1RTC, DEM, NDVI, LULC
     DEFAULT_MODEL = "terramind_v1_base"
@@ -71,12 +68,8 @@ class GenerateModalitiesAlgorithm(TerraMindAlgorithm):
                                        list(IMAGE_OUTPUTS), None, multiple=True))
         self.addParameter(p.model_param("terramind", self.tr("Model"), default=self.DEFAULT_MODEL))
         self.addParameter(p.timesteps_param())
-        self.addParameter(QgsProcessingParameterNumber(self.TEMPERATURE, self.tr("Sampling temperature"),
-                                                       QgsProcessingParameterNumber.Type.Double, 1.0, minValue=0.0, maxValue=10.0))
-        self.addParameter(QgsProcessingParameterNumber(self.TOP_P, self.tr("Top-p (nucleus) threshold, 0 disables"),
-                                                       QgsProcessingParameterNumber.Type.Double, 0.8, minValue=0.0, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterNumber(self.TOP_K, self.tr("Top-k, 0 disables"),
-                                                       QgsProcessingParameterNumber.Type.Integer, 0, minValue=0))
+        for param in p.sampling_params():
+            self.addParameter(param)
         self.addParameter(p.seed_param())
         for param in p.shared_params():
             self.addParameter(param)
@@ -135,9 +128,7 @@ class GenerateModalitiesAlgorithm(TerraMindAlgorithm):
             params={
                 "outputs": requested,
                 "timesteps": self.parameterAsInt(parameters, p.TIMESTEPS, context),
-                "temperature": self.parameterAsDouble(parameters, self.TEMPERATURE, context),
-                "top_p": self.parameterAsDouble(parameters, self.TOP_P, context),
-                "top_k": self.parameterAsInt(parameters, self.TOP_K, context),
+                **p.read_sampling(self, parameters, context),
                 "seed": self.parameterAsInt(parameters, p.SEED, context),
             },
             tiling=shared.tiling, extent=extent, device=shared.device, precision=shared.precision,

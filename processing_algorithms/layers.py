@@ -4,10 +4,10 @@
 layer, no CRS, an empty extent, a band count that does not match the modality (after the band
 mapping), band numbers out of range, and data types the models cannot read (complex, ARGB).
 
-``worker_path`` gives the worker a GDAL-readable file: local files read by QGIS' GDAL provider
-are passed by path; anything else (WMS/XYZ tiles, VRT, memory or virtual rasters, subdatasets,
-remote ``/vsi`` sources) is first written to a temporary GeoTIFF by QGIS, limited to the area of
-interest, on the layer's own grid (or a 10 m grid for providers without one, e.g. WMS).
+The worker gets a GDAL-readable file for each layer: local files read by QGIS' GDAL provider are
+passed by path (``local_file``); anything else (WMS/XYZ tiles, VRT, memory or virtual rasters, subdatasets,
+remote ``/vsi`` sources) is first written to a temporary GeoTIFF by QGIS (``export_layer``), limited
+to the area of interest, on the layer's own grid (or a 10 m grid for providers without one, e.g. WMS).
 """
 
 from __future__ import annotations

@@ -8,10 +8,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -26,11 +23,6 @@ from .layers import check_input
 from .planning import destination, layer_name, read_extent, require_weights
 
 
-def _advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
-    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-    return param
-
-
 class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
     """Generate land cover with TerraMind and keep its Water class (optionally flooded vegetation)."""
 
@@ -39,9 +31,7 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
     INPUT_S1GRD = "INPUT_S1GRD"
     INPUT_S1RTC = "INPUT_S1RTC"
     FLOODED_VEGETATION = "FLOODED_VEGETATION"
-    TEMPERATURE = "TEMPERATURE"
-    TOP_P = "TOP_P"
-    TOP_K = "TOP_K"
+    TEMPERATURE, TOP_P, TOP_K = p.TEMPERATURE, p.TOP_P, p.TOP_K
     OUTPUT_WATER = "OUTPUT_WATER"
     OUTPUT_LULC = "OUTPUT_LULC"
     WATER_FRACTION = "WATER_FRACTION"
@@ -76,22 +66,17 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_S2L2A, self.tr("Input {}").format(MODALITIES["S2L2A"].title)))
-        self.addParameter(_advanced(QgsProcessingParameterBand(
+        self.addParameter(p.advanced(p.band_mapping_param(
             self.BANDS_S2L2A, self.tr("Band mapping of S2L2A (B01, B02, B03, B04, B05, B06, B07, B08, B8A, B09, B11, B12)"),
-            parentLayerParameterName=self.INPUT_S2L2A, optional=True, allowMultiple=True)))
+            self.INPUT_S2L2A)))
         for key, modality in ((self.INPUT_S1GRD, "S1GRD"), (self.INPUT_S1RTC, "S1RTC")):
             self.addParameter(QgsProcessingParameterRasterLayer(
                 key, self.tr("Input {} (optional)").format(MODALITIES[modality].title), optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             self.FLOODED_VEGETATION, self.tr("Count flooded vegetation as water"), False))
         self.addParameter(p.model_param("terramind", self.tr("Model"), default=self.DEFAULT_MODEL))
-        self.addParameter(_advanced(QgsProcessingParameterNumber(
-            self.TEMPERATURE, self.tr("Sampling temperature"), QgsProcessingParameterNumber.Double, 1.0, minValue=0.0, maxValue=10.0)))
-        self.addParameter(_advanced(QgsProcessingParameterNumber(
-            self.TOP_P, self.tr("Top-p (nucleus) threshold, 0 disables"), QgsProcessingParameterNumber.Double, 0.8,
-            minValue=0.0, maxValue=1.0)))
-        self.addParameter(_advanced(QgsProcessingParameterNumber(
-            self.TOP_K, self.tr("Top-k, 0 disables"), QgsProcessingParameterNumber.Integer, 0, minValue=0)))
+        for param in p.sampling_params(as_advanced=True):
+            self.addParameter(param)
         self.addParameter(p.seed_param())
         for param in p.shared_params():
             self.addParameter(param)
@@ -102,7 +87,7 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.WATER_AREA, self.tr("Water area (m²)")))
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
-        bands = tuple(self.parameterAsInts(parameters, self.BANDS_S2L2A, context) or ()) or None
+        bands = p.read_band_mapping(self, parameters, self.BANDS_S2L2A, context)
         inputs = [check_input(self.INPUT_S2L2A, self.parameterAsRasterLayer(parameters, self.INPUT_S2L2A, context),
                               MODALITIES["S2L2A"], bands, mapping_param=self.BANDS_S2L2A)]  # fmt: skip
         for key, modality in ((self.INPUT_S1GRD, "S1GRD"), (self.INPUT_S1RTC, "S1RTC")):
@@ -133,9 +118,7 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
                                catalogue_paths=p.catalogue_paths()),
             params={
                 "flooded_vegetation": self.parameterAsBoolean(parameters, self.FLOODED_VEGETATION, context),
-                "temperature": self.parameterAsDouble(parameters, self.TEMPERATURE, context),
-                "top_p": self.parameterAsDouble(parameters, self.TOP_P, context),
-                "top_k": self.parameterAsInt(parameters, self.TOP_K, context),
+                **p.read_sampling(self, parameters, context),
                 "seed": self.parameterAsInt(parameters, p.SEED, context),
             },
             tiling=shared.tiling, extent=extent, device=shared.device, precision=shared.precision,

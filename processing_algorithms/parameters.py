@@ -16,6 +16,7 @@ from qgis.core import (
     QgsMessageLog,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -27,6 +28,7 @@ from qgis.core import (
 from ..models import catalogue
 from ..models.errors import ConfigError
 from ..models.job import PRECISIONS, TilingSpec
+from . import LOG_TAG
 
 MODEL = "MODEL"
 TIMESTEPS = "TIMESTEPS"
@@ -39,13 +41,17 @@ DEVICE = "DEVICE"
 PRECISION = "PRECISION"
 WEIGHTS = "WEIGHTS"
 UNTRAINED = "UNTRAINED"
+TEMPERATURE = "TEMPERATURE"
+TOP_P = "TOP_P"
+TOP_K = "TOP_K"
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_TIMESTEPS = 10  # the IBM/terramind notebooks' value; the reference's own default is 50
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.ckpt);;All files (*.*)"
 
 
-def _advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    """``param`` shown under the dialog's advanced parameters."""
     param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
     return param
 
@@ -65,7 +71,7 @@ def model_param(kind: str, description: str, *, default: str | None, optional: b
     try:
         specs = catalogue.all_specs(kind)
     except ConfigError as e:  # a broken custom card must not break the provider: list what loaded
-        QgsMessageLog.logMessage(f"TERRAMIND_CATALOGUE_PATH: {e}", "TerraMind", Qgis.MessageLevel.Warning)
+        QgsMessageLog.logMessage(f"TERRAMIND_CATALOGUE_PATH: {e}", LOG_TAG, Qgis.MessageLevel.Warning)
         specs = catalogue.all_specs(kind)  # the folder is marked as read: this returns what is registered
     specs = [s for s in specs if modality is None or s.modality in (None, modality)]
     ids = [s.id for s in specs if s.official] + sorted(s.id for s in specs if not s.official)
@@ -75,6 +81,40 @@ def model_param(kind: str, description: str, *, default: str | None, optional: b
 def timesteps_param(default: int = DEFAULT_TIMESTEPS) -> QgsProcessingParameterNumber:
     return QgsProcessingParameterNumber(TIMESTEPS, "Diffusion steps (DDIM) for decoding",
                                         QgsProcessingParameterNumber.Type.Integer, default, minValue=1, maxValue=1000)
+
+
+def sampling_params(*, as_advanced: bool = False) -> list[QgsProcessingParameterNumber]:
+    """Temperature, top-p and top-k of TerraMind's token sampling (terratorch defaults 1, 0.8, 0)."""
+    params = [
+        QgsProcessingParameterNumber(TEMPERATURE, "Sampling temperature", QgsProcessingParameterNumber.Type.Double,
+                                     1.0, minValue=0.0, maxValue=10.0),
+        QgsProcessingParameterNumber(TOP_P, "Top-p (nucleus) threshold, 0 disables",
+                                     QgsProcessingParameterNumber.Type.Double, 0.8, minValue=0.0, maxValue=1.0),
+        QgsProcessingParameterNumber(TOP_K, "Top-k, 0 disables", QgsProcessingParameterNumber.Type.Integer, 0,
+                                     minValue=0),
+    ]  # fmt: skip
+    return [advanced(param) for param in params] if as_advanced else params
+
+
+def read_sampling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> dict[str, float]:
+    """The sampling parameters as the worker's ``params`` (``temperature``, ``top_p``, ``top_k``)."""
+    return {
+        "temperature": alg.parameterAsDouble(parameters, TEMPERATURE, context),
+        "top_p": alg.parameterAsDouble(parameters, TOP_P, context),
+        "top_k": alg.parameterAsInt(parameters, TOP_K, context),
+    }
+
+
+def band_mapping_param(name: str, description: str, parent: str) -> QgsProcessingParameterBand:
+    """An optional list of the layer ``parent``'s bands, in the order the model reads them."""
+    return QgsProcessingParameterBand(name, description, parentLayerParameterName=parent, optional=True,
+                                      allowMultiple=True)  # fmt: skip
+
+
+def read_band_mapping(alg: QgsProcessingAlgorithm, parameters: dict, name: str,
+                      context: QgsProcessingContext) -> tuple[int, ...] | None:
+    """The chosen band numbers (1-based), or None for the layer's bands as they are."""
+    return tuple(alg.parameterAsInts(parameters, name, context) or ()) or None
 
 
 def seed_param() -> QgsProcessingParameterNumber:
@@ -89,14 +129,14 @@ def shared_params() -> list[QgsProcessingParameterDefinition]:
         QgsProcessingParameterFile(WEIGHTS, "Local weights (file or folder; empty: Hugging Face Hub or its cache)",
                                    QgsProcessingParameterFile.Behavior.File, optional=True, fileFilter=CHECKPOINT_FILTER),
         enum_param(DEVICE, "Device", list(DEVICES), "auto"),
-        _advanced(enum_param(PRECISION, "Precision", list(PRECISIONS), "fp32")),
-        _advanced(QgsProcessingParameterNumber(TILE_SIZE, "Tile size (pixels, multiple of 32)",
-                                               QgsProcessingParameterNumber.Type.Integer, 224, minValue=32, maxValue=4096)),
-        _advanced(QgsProcessingParameterNumber(OVERLAP, "Tile overlap (pixels)",
-                                               QgsProcessingParameterNumber.Type.Integer, 32, minValue=0, maxValue=2048)),
-        _advanced(QgsProcessingParameterNumber(BATCH_SIZE, "Tiles per batch",
-                                               QgsProcessingParameterNumber.Type.Integer, 4, minValue=1, maxValue=256)),
-        _advanced(QgsProcessingParameterBoolean(
+        advanced(enum_param(PRECISION, "Precision", list(PRECISIONS), "fp32")),
+        advanced(QgsProcessingParameterNumber(TILE_SIZE, "Tile size (pixels, multiple of 32)",
+                                              QgsProcessingParameterNumber.Type.Integer, 224, minValue=32, maxValue=4096)),
+        advanced(QgsProcessingParameterNumber(OVERLAP, "Tile overlap (pixels)",
+                                              QgsProcessingParameterNumber.Type.Integer, 32, minValue=0, maxValue=2048)),
+        advanced(QgsProcessingParameterNumber(BATCH_SIZE, "Tiles per batch",
+                                              QgsProcessingParameterNumber.Type.Integer, 4, minValue=1, maxValue=256)),
+        advanced(QgsProcessingParameterBoolean(
             UNTRAINED, "Use deterministic untrained weights — testing only, outputs tagged UNTRAINED", False)),
     ]
 

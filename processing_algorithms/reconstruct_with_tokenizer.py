@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterBand,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -65,8 +64,8 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
         self.addParameter(p.enum_param(self.MODALITY, self.tr("Modality of the input"), list(MODALITIES), "S2L2A"))
-        self.addParameter(QgsProcessingParameterBand(self.BANDS, self.tr("Band mapping (the layer's bands in the modality's order)"),
-                                                     parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
+        self.addParameter(p.band_mapping_param(self.BANDS, self.tr("Band mapping (the layer's bands in the modality's order)"),
+                                               self.INPUT))
         self.addParameter(p.model_param("tokenizer", self.tr("Tokenizer (empty: the official one of the modality)"),
                                         default=None, optional=True))
         self.addParameter(p.timesteps_param())
@@ -81,7 +80,7 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
         modality = get_modality(self.parameterAsEnumString(parameters, self.MODALITY, context))
-        bands = tuple(self.parameterAsInts(parameters, self.BANDS, context) or ()) or None
+        bands = p.read_band_mapping(self, parameters, self.BANDS, context)
         item = check_input(self.INPUT, self.parameterAsRasterLayer(parameters, self.INPUT, context), modality, bands,
                            mapping_param=self.BANDS)
         model_id = self.parameterAsEnumString(parameters, p.MODEL, context) or modality.tokenizer_id

@@ -14,8 +14,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputString,
-    QgsProcessingParameterBand,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -121,11 +119,8 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
             self.addParameter(QgsProcessingParameterRasterLayer(
                 key, self.tr("Input {}").format(MODALITIES[modality].title), optional=True))
         for modality, key in self.BANDS_PARAMS.items():
-            bands = QgsProcessingParameterBand(key, self.tr("Band mapping of {} (bands in the model's order)").format(modality),
-                                               parentLayerParameterName=self.INPUT_PARAMS[modality], optional=True,
-                                               allowMultiple=True)  # fmt: skip
-            bands.setFlags(bands.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(bands)
+            self.addParameter(p.advanced(p.band_mapping_param(
+                key, self.tr("Band mapping of {} (bands in the model's order)").format(modality), self.INPUT_PARAMS[modality])))
         self.addParameter(QgsProcessingParameterString(self.CLASSES, self.tr("Class names and colours"),
                                                        optional=True, multiLine=True))
         self.addParameter(p.seed_param())
@@ -160,7 +155,7 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
             layer = self.parameterAsRasterLayer(parameters, key, context)
             if layer is None:
                 continue
-            bands = tuple(self.parameterAsInts(parameters, self.BANDS_PARAMS[modality], context) or ()) or None
+            bands = p.read_band_mapping(self, parameters, self.BANDS_PARAMS[modality], context)
             count = len(bands) if bands else layer.bandCount()
             # The model decides how many bands it reads (band subsets); the worker checks the count.
             any_count = replace(MODALITIES[modality], bands=tuple(f"band {i + 1}" for i in range(count)),

@@ -27,12 +27,12 @@ from qgis.core import Qgis, QgsMessageLog, QgsProcessingFeedback
 
 from ..models.errors import ERROR_TYPES, CancelledError, WorkerError
 from ..models.job import Job, parse_event, partial_glob
+from . import LOG_TAG
 from .environment import Interpreter, package_name, worker_environment
 
 POLL_S = 0.1
 TERMINATE_GRACE_S = 1.0
 STDERR_TAIL_LINES = 30
-LOG_TAG = "TerraMind"
 
 
 def _sidecars(path: str) -> list[str]:

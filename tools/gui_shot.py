@@ -78,16 +78,20 @@ def start():
     QTimer.singleShot(2500, _guard(main_window))
 
 
+def _show(dialog, name, size, next_step):
+    """Show ``dialog`` (kept referenced), record its title as ``name``, then run ``next_step``."""
+    dialog.resize(*size)
+    dialog.show()
+    keep.append(dialog)
+    report["dialogs"][name] = dialog.windowTitle()
+    QTimer.singleShot(1500, _guard(next_step))
+
+
 def main_window():
     _save(iface.mainWindow(), "main_window.png")
     import processing
 
-    dialog = processing.createAlgorithmDialog("terramind:generatemodalities", {})
-    dialog.resize(900, 900)
-    dialog.show()
-    keep.append(dialog)
-    report["dialogs"]["generate"] = dialog.windowTitle()
-    QTimer.singleShot(1500, _guard(generate_dialog))
+    _show(processing.createAlgorithmDialog("terramind:generatemodalities", {}), "generate", (900, 900), generate_dialog)
 
 
 def generate_dialog():
@@ -96,11 +100,7 @@ def generate_dialog():
     import processing
 
     dialog = processing.createAlgorithmDialog("terramind:reconstructwithtokenizer", {})
-    dialog.resize(900, 900)
-    dialog.show()
-    keep.append(dialog)
-    report["dialogs"]["reconstruct"] = dialog.windowTitle()
-    QTimer.singleShot(1500, _guard(reconstruct_dialog))
+    _show(dialog, "reconstruct", (900, 900), reconstruct_dialog)
 
 
 def reconstruct_dialog():
@@ -109,12 +109,7 @@ def reconstruct_dialog():
     from processing.gui.BatchAlgorithmDialog import BatchAlgorithmDialog
 
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("terramind:reconstructwithtokenizer")
-    dialog = BatchAlgorithmDialog(algorithm, parent=iface.mainWindow())
-    dialog.resize(1400, 600)
-    dialog.show()
-    keep.append(dialog)
-    report["dialogs"]["batch"] = dialog.windowTitle()
-    QTimer.singleShot(1500, _guard(batch_dialog))
+    _show(BatchAlgorithmDialog(algorithm, parent=iface.mainWindow()), "batch", (1400, 600), batch_dialog)
 
 
 def batch_dialog():

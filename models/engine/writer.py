@@ -12,7 +12,6 @@ reader never sees a half-written file. ``abort`` closes and removes the partial 
 
 from __future__ import annotations
 
-import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -182,8 +181,3 @@ class GeoTiffWriter:
             if os.path.exists(p):
                 os.remove(p)
         self.done = True
-
-
-def finite_or_none(x: float) -> float | None:
-    """JSON-safe float (NaN/inf -> None)."""
-    return float(x) if math.isfinite(x) else None

@@ -35,9 +35,9 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..modalities import ClassInfo
 from ..terramind.names import output_key
-from ..weights.loading import load_into_, materialise_
+from ..weights.loading import load_checkpoint_
 from ..weights.matching import KeyMapping
-from ..weights.reading import TensorDictCheckpoint, read_checkpoint
+from ..weights.reading import Checkpoint, TensorDictCheckpoint, is_safetensors, load_torch_file, read_checkpoint
 from .classes import resolve_classes
 from .config import SegmentationConfig, config_from_task_args, config_from_yaml_dict, load_yaml_config
 from .model import Provenance, SegmentationModel, build_pixel_wise_model
@@ -86,7 +86,7 @@ def load_segmentation_model(
             "(or export it to a model card first)"
         )
     tensors = model_tensors(tensors, cfg, path)
-    net = _build_and_load(cfg, TensorDictCheckpoint(tensors, path), path)
+    net = _build_and_load(cfg, TensorDictCheckpoint(tensors, path))
     model_classes = resolve_classes(cfg.num_classes, names=cfg.class_names, override=classes)
     provenance = Provenance(str(path), str(config) if config else None, fmt, path.stem)
     return SegmentationModel(net, cfg, model_classes, provenance).eval().to(device)
@@ -120,21 +120,10 @@ def _with_note(cfg: SegmentationConfig, note: str) -> SegmentationConfig:
 
 def _read_torch_or_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
     """(tensors, Lightning hyper_parameters or None, format) of a checkpoint file."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    if path.suffix == ".safetensors" or (len(head) == 9 and head[8:9] == b"{"):
+    if is_safetensors(path):
         ckpt = read_checkpoint(path)
         return {k: ckpt[k] for k in ckpt}, None, "state_dict"
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=head[:4] == b"PK\x03\x04")
-    except Exception as e:  # noqa: BLE001 - every failure becomes one clear message
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        if "weights_only" in str(e).lower():
-            raise CheckpointError(
-                f"checkpoint file '{path}' holds Python objects other than tensors and plain values, which are not "
-                f"loaded for safety (torch.load weights_only=True): {detail}. Save a plain state dict or a .safetensors file"
-            ) from None
-        raise CheckpointError(f"checkpoint file '{path}' is truncated or corrupt and cannot be read ({detail})") from None
+    obj = load_torch_file(path)
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         hparams = obj.get("hyper_parameters")
         return dict(obj["state_dict"]), dict(hparams) if isinstance(hparams, Mapping) else None, "lightning"
@@ -178,12 +167,11 @@ def model_tensors(tensors: Mapping[str, torch.Tensor], cfg: SegmentationConfig, 
     return out
 
 
-def _build_and_load(cfg: SegmentationConfig, checkpoint: TensorDictCheckpoint, path: Path) -> torch.nn.Module:
+def _build_and_load(cfg: SegmentationConfig, checkpoint: Checkpoint) -> torch.nn.Module:
     with torch.device("meta"):
         net = build_pixel_wise_model(cfg)
     what = f"the fine-tuned model ({cfg.backbone}, {cfg.decoder}, {cfg.num_classes} classes)"
-    load_into_(net, checkpoint, SEGMENTATION, what=what)
-    materialise_(net, what=what)
+    load_checkpoint_(net, checkpoint, SEGMENTATION, what=what)
     return net
 
 
@@ -217,13 +205,8 @@ def _load_card(path: Path, classes: str | None, device: str | torch.device) -> S
         raise CheckpointError(f"model card {path.name} names weights '{card.get('weights')}', which are not next to it")
     if card.get("sha256") and file_sha256(weights) != card["sha256"]:
         raise CheckpointError(f"weights file '{weights.name}' does not match the SHA-256 in its card {path.name}")
-    net = _build_and_load(cfg, _as_tensor_dict(weights), weights)
+    net = _build_and_load(cfg, read_checkpoint(weights))
     card_classes = [ClassInfo(int(c["value"]), str(c["name"]), str(c["color"])) for c in card.get("classes", [])]
     model_classes = resolve_classes(cfg.num_classes, names=cfg.class_names, card_classes=card_classes, override=classes)
     provenance = Provenance(str(weights), str(path), "card", str(card.get("id") or path.stem))
     return SegmentationModel(net, cfg, model_classes, provenance).eval().to(device)
-
-
-def _as_tensor_dict(path: Path) -> TensorDictCheckpoint:
-    ckpt = read_checkpoint(path)
-    return TensorDictCheckpoint({k: ckpt[k] for k in ckpt}, path)

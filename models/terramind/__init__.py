@@ -3,20 +3,15 @@
 Mirrors terratorch 1.2.11 ``models/backbones/terramind/model`` module for module, with the same
 attribute names (so official and fine-tuned TerraTorch checkpoints load unchanged) and the same
 kernels in the same order (so results are bit-identical to the reference on the same machine).
-Everything is inference only and constructible under ``with torch.device("meta"):``.
+Everything is inference only and constructible under ``with torch.device("meta"):``; checkpoints
+(official, fine-tuned or the untrained fill) load through ``models/weights/loading.load_checkpoint_``
+with the key mappings of ``models/weights/matching.py``.
 """
 
 from .backbone import TerraMindViT, select_band_columns
 from .embeddings import EMBEDDING_SPECS, ImageEncoderEmbedding, ImageTokenDecoderEmbedding, ImageTokenEncoderEmbedding
 from .encoder_decoder import TerraMindEncoderDecoder
 from .generation import GeneratedTokens, TerraMindGeneration, standardize
-from .official import (
-    from_official_state_dict,
-    init_deterministic_buffers,
-    load_official_state_dict,
-    official_key,
-    official_shapes,
-)
 from .sampler import GenerationSampler, SamplingConfig, reference_call_seed
 from .tim import TerraMindTiM
 
@@ -32,11 +27,6 @@ __all__ = [
     "TerraMindGeneration",
     "TerraMindTiM",
     "TerraMindViT",
-    "from_official_state_dict",
-    "init_deterministic_buffers",
-    "load_official_state_dict",
-    "official_key",
-    "official_shapes",
     "reference_call_seed",
     "select_band_columns",
     "standardize",

@@ -77,6 +77,14 @@ class _EncoderFeatures(nn.Module):
         self.encoder = nn.ModuleList([Block(config) for _ in range(depth)])
         self.encoder_norm = make_norm(config)
 
+    def _attach_tokenizers(self, tokenizers: Mapping[str, nn.Module] | None) -> None:
+        """``self.tokenizer[key]`` for each given tokenizer of a tokenized input (internal key)."""
+        self.tokenizer = nn.ModuleDict()
+        for key, module in (tokenizers or {}).items():
+            if key not in self.encoder_embeddings or not embedding_spec(key).tokenized:
+                raise ConfigError(f"tokenizer given for '{key}', which is not a tokenized input of this model")
+            self.tokenizer[key] = module
+
     def init_deterministic_buffers(self) -> None:
         """Give ``missing_mod_token`` a real (zero) value if it was built on ``meta`` and not loaded."""
         token = getattr(self, "missing_mod_token", None)
@@ -94,6 +102,20 @@ class _EncoderFeatures(nn.Module):
                 f"got {value.dtype} {tuple(value.shape)}"
             )
         return value
+
+    def _inputs(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``x`` (a tensor: the first modality; or ``{name: tensor}``) checked, tokenized inputs as ids."""
+        d = {self.modalities[0]: x} if isinstance(x, torch.Tensor) else dict(x)
+        if not d:
+            raise ConfigError(f"no inputs given; this backbone takes {', '.join(self.modalities)}")
+        for name in d:
+            if name not in self.mod_name_mapping:
+                raise ConfigError(f"unknown input '{name}'; this backbone takes {', '.join(self.modalities)}")
+        for name, value in list(d.items()):
+            key = self.mod_name_mapping[name]
+            if embedding_spec(key).tokenized:
+                d[name] = self._token_input(name, key, value)
+        return d
 
     def _features(self, d: Mapping[str, torch.Tensor], names: Sequence[str]) -> list:
         """Encoder features of the (already tokenized) inputs ``d`` in dict order, merged."""
@@ -167,23 +189,9 @@ class TerraMindViT(_EncoderFeatures):
             embedding.proj = nn.Linear(pixels * len(band_names), config.dim, bias=False)
             embedding.num_channels = len(band_names)
         self._build_encoder(config, merge_method)
-        self.tokenizer = nn.ModuleDict()
-        for key, module in (tokenizers or {}).items():
-            if key not in self.encoder_embeddings or not embedding_spec(key).tokenized:
-                raise ConfigError(f"tokenizer given for '{key}', which is not a tokenized input of this backbone")
-            self.tokenizer[key] = module
+        self._attach_tokenizers(tokenizers)
 
     def forward(self, x: torch.Tensor | Mapping[str, torch.Tensor]) -> list:
         """Per-layer features of a tensor (the first modality) or a ``{name: tensor}`` dict."""
-        d = {self.modalities[0]: x} if isinstance(x, torch.Tensor) else dict(x)
-        if not d:
-            raise ConfigError(f"no inputs given; this backbone takes {', '.join(self.modalities)}")
-        for name in d:
-            if name not in self.mod_name_mapping:
-                raise ConfigError(f"unknown input '{name}'; this backbone takes {', '.join(self.modalities)}")
-        names = list(d)
-        for name, value in list(d.items()):
-            key = self.mod_name_mapping[name]
-            if embedding_spec(key).tokenized:
-                d[name] = self._token_input(name, key, value)
-        return self._features(d, names)
+        d = self._inputs(x)
+        return self._features(d, list(d))

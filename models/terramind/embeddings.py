@@ -79,16 +79,18 @@ def embedding_spec(key: str) -> EmbeddingSpec:
         ) from None
 
 
-class _PosEmbMixin(nn.Module):
-    """Owns the fixed ``pos_emb`` buffer ``(1, h0*w0, D)`` for the construction image size."""
+class _ImageEmbedding(nn.Module):
+    """What every image embedding holds: the fixed ``pos_emb`` buffer ``(1, h0*w0, D)`` for the
+    construction image size and the learned ``mod_emb`` ``(1, 1, D)``."""
 
-    patch_size: tuple[int, int]
-    image_size: tuple[int, int]
-    dim_tokens: int
-
-    def _register_pos_emb(self) -> None:
-        h0, w0 = self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
-        self.register_buffer("pos_emb", build_2d_sincos_posemb(h=h0, w=w0, embed_dim=self.dim_tokens))
+    def __init__(self, dim_tokens: int, patch_size: int, image_size: int) -> None:
+        super().__init__()
+        self.patch_size = (patch_size, patch_size)
+        self.image_size = (image_size, image_size)
+        self.dim_tokens = dim_tokens
+        h0, w0 = image_size // patch_size, image_size // patch_size
+        self.register_buffer("pos_emb", build_2d_sincos_posemb(h=h0, w=w0, embed_dim=dim_tokens))
+        self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim_tokens))
 
     def init_deterministic_buffers(self) -> None:
         """Recompute the sin-cos ``pos_emb`` buffer as a real CPU tensor."""
@@ -102,17 +104,12 @@ class _PosEmbMixin(nn.Module):
         return (pos_emb + self.mod_emb).expand(batch, -1, -1)  # (B, N, D)
 
 
-class ImageEncoderEmbedding(_PosEmbMixin):
+class ImageEncoderEmbedding(_ImageEmbedding):
     """Raw-pixel patch embedding: ``proj`` Linear(C*16*16 → D, no bias), ``mod_emb``, ``pos_emb``."""
 
     def __init__(self, num_channels: int, dim_tokens: int, patch_size: int = 16, image_size: int = 224) -> None:
-        super().__init__()
+        super().__init__(dim_tokens, patch_size, image_size)
         self.num_channels = num_channels
-        self.patch_size = (patch_size, patch_size)
-        self.image_size = (image_size, image_size)
-        self.dim_tokens = dim_tokens
-        self._register_pos_emb()
-        self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim_tokens))
         self.proj = nn.Linear(num_channels * patch_size * patch_size, dim_tokens, bias=False)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,17 +143,12 @@ def _square_token_grid(ids: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]
     return flat, (side, side)
 
 
-class ImageTokenEncoderEmbedding(_PosEmbMixin):
+class ImageTokenEncoderEmbedding(_ImageEmbedding):
     """Tokenized-image input embedding: ``token_emb`` Embedding(V, D), ``mod_emb``, ``pos_emb``."""
 
     def __init__(self, vocab_size: int, dim_tokens: int, patch_size: int = 16, image_size: int = 224) -> None:
-        super().__init__()
+        super().__init__(dim_tokens, patch_size, image_size)
         self.vocab_size = vocab_size
-        self.patch_size = (patch_size, patch_size)
-        self.image_size = (image_size, image_size)
-        self.dim_tokens = dim_tokens
-        self._register_pos_emb()
-        self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim_tokens))
         self.token_emb = nn.Embedding(vocab_size, dim_tokens)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,24 +157,15 @@ class ImageTokenEncoderEmbedding(_PosEmbMixin):
         return self.token_emb(flat), self.position_embedding(grid, flat.shape[0])  # (B, N, D) each
 
 
-class ImageTokenDecoderEmbedding(_PosEmbMixin):
+class ImageTokenDecoderEmbedding(_ImageEmbedding):
     """Target embedding of a generated image modality; ``to_logits`` is tied to ``token_emb``."""
 
     def __init__(self, vocab_size: int, dim_tokens: int, patch_size: int = 16, image_size: int = 224) -> None:
-        super().__init__()
+        super().__init__(dim_tokens, patch_size, image_size)
         self.vocab_size = vocab_size
-        self.patch_size = (patch_size, patch_size)
-        self.image_size = (image_size, image_size)
-        self.dim_tokens = dim_tokens
-        self._register_pos_emb()
-        self.mod_emb = nn.Parameter(torch.zeros(1, 1, dim_tokens))
         self.token_emb = nn.Embedding(vocab_size, dim_tokens)
         self.to_logits = nn.Linear(dim_tokens, vocab_size, bias=False)
-        self.tie_weights()
-
-    def tie_weights(self) -> None:
-        """Make ``to_logits.weight`` the same Parameter as ``token_emb.weight`` (as in the reference)."""
-        self.to_logits.weight = self.token_emb.weight
+        self.to_logits.weight = self.token_emb.weight  # tied, as in the reference
 
     def forward_logits(self, y: torch.Tensor) -> torch.Tensor:
         """Decoder outputs ``(..., D)`` → logits ``(..., V)``."""

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..catalogue import TerraMindConfig
 from .blocks import Block, DecoderBlock, make_norm
-from .embeddings import ImageTokenDecoderEmbedding, build_decoder_embedding, build_encoder_embedding
+from .embeddings import build_decoder_embedding, build_encoder_embedding
 
 
 class TerraMindEncoderDecoder(nn.Module):
@@ -57,13 +57,6 @@ class TerraMindEncoderDecoder(nn.Module):
         """Decoder ``mod_emb`` := encoder ``mod_emb`` for modalities in both (same Parameter)."""
         for key in self.encoder_embeddings.keys() & self.decoder_embeddings.keys():
             self.decoder_embeddings[key].mod_emb = self.encoder_embeddings[key].mod_emb
-
-    def tie_weights(self) -> None:
-        """Re-establish the reference's weight sharing (needed after ``load_state_dict(assign=True)``)."""
-        for emb in self.decoder_embeddings.values():
-            if isinstance(emb, ImageTokenDecoderEmbedding):
-                emb.tie_weights()
-        self.share_modality_embeddings()
 
     def forward_encoder(self, x: torch.Tensor, encoder_mask: torch.Tensor | None) -> torch.Tensor:
         """Encoder blocks + ``encoder_norm``; ``encoder_mask`` ``(B, 1, M)``, True = padding."""

@@ -253,7 +253,3 @@ class TerraMindGeneration(nn.Module):
         return self.decode(
             generated, timesteps=timesteps, standardize=standardize, progress=ScaledProgress(progress, 20, 100)
         )
-
-    def tie_weights(self) -> None:
-        """Re-establish shared/tied Parameters after ``load_state_dict(assign=True)``."""
-        self.sampler.model.tie_weights()

@@ -73,18 +73,7 @@ class TerraMindTiM(_EncoderFeatures):
             model = TerraMindEncoderDecoder(config, input_keys, tim_keys)
         self.sampler = GenerationSampler(model.requires_grad_(False))
         self._build_encoder(config, merge_method)
-        self.tokenizer = nn.ModuleDict()
-        for key, module in (tokenizers or {}).items():
-            if key not in self.encoder_embeddings or not embedding_spec(key).tokenized:
-                raise ConfigError(f"tokenizer given for '{key}', which is not a tokenized input of this model")
-            self.tokenizer[key] = module
-
-    def tie_weights(self) -> None:
-        """Re-share the backbone's embedding modules with the sampler (chained mode) and re-tie heads."""
-        if self.tim_chained_generations:
-            for key, module in self.encoder_embeddings.items():
-                self.sampler.model.encoder_embeddings[key] = module
-        self.sampler.model.tie_weights()
+        self._attach_tokenizers(tokenizers)
 
     @torch.no_grad()
     def generate_tim_tokens(self, d: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
@@ -112,17 +101,8 @@ class TerraMindTiM(_EncoderFeatures):
         self, x: torch.Tensor | Mapping[str, torch.Tensor], *, seed: int
     ) -> tuple[list, dict[str, torch.Tensor]]:
         """Features (as ``forward``) and the generated TiM ids ``{TiM name: (B, N)}``."""
-        d = {self.modalities[0]: x} if isinstance(x, torch.Tensor) else dict(x)
-        if not d:
-            raise ConfigError(f"no inputs given; this backbone takes {', '.join(self.modalities)}")
-        for name in d:
-            if name not in self.mod_name_mapping:
-                raise ConfigError(f"unknown input '{name}'; this backbone takes {', '.join(self.modalities)}")
+        d = self._inputs(x)
         names = list(d)
-        for name, value in list(d.items()):
-            key = self.mod_name_mapping[name]
-            if embedding_spec(key).tokenized:
-                d[name] = self._token_input(name, key, value)
         tim_tokens = self.generate_tim_tokens(d, seed)
         d.update(tim_tokens)
         return self._features(d, names), tim_tokens

@@ -1,4 +1,5 @@
-"""Shared part of the TerraMind v1 image tokenizers: ViT encoder, ``quant_proj`` and the FSQ quantizer.
+"""Shared part of the TerraMind v1 image tokenizers: ViT encoder, ``quant_proj``, the FSQ quantizer,
+and the decoding API around a subclass's ``decode_quant`` (``decode_tokens``, ``reconstruct``).
 
 Mirrors the reference's ``VQ`` base class (terratorch 1.2.11 ``tokenizer/vqvae.py``) for the
 constructor arguments the registry uses (``enc_type='vit_b_enc'``, ``post_mlp=True``,
@@ -24,13 +25,23 @@ from torch import nn
 
 from ..catalogue import TokenizerConfig
 from ..errors import ConfigError, InputRasterError
+from ..progress import NullProgress, Progress, check_cancelled
 from .fsq import FiniteScalarQuantizer
 from .unet import GroupNorm32
 from .vit import ViTEncoder
 
 
+def as_size(image_size: tuple[int, int] | list[int] | int) -> tuple[int, int]:
+    """``(H, W)`` from an int or a pair."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    height, width = (int(v) for v in image_size)
+    return height, width
+
+
 class VQ(nn.Module):
-    """Encoder + quantizer. Subclasses add the decoder (``DiVAE``: diffusion UNet, ``VQVAE``: ViT)."""
+    """Encoder + quantizer. Subclasses add the decoder (``DiVAE``: diffusion UNet, ``VQVAE``: ViT) and
+    implement ``decode_quant`` (and, where the decoder restricts sizes, ``check_decode_size``)."""
 
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
@@ -146,3 +157,52 @@ class VQ(nn.Module):
     def tokens_to_embedding(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids ``(B, h, w)`` or ``(B, N)`` → quantised latents ``(B, L, h, w)`` float32."""
         return self.quantize.indices_to_embedding(self.token_grid(tokens))
+
+    # -- decoding --------------------------------------------------------------------------------
+
+    def check_decode_size(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """``(H, W)`` if the decoder can produce it, else ``ConfigError`` (any size by default)."""
+        return image_size
+
+    def decode_quant(
+        self,
+        quant: torch.Tensor,
+        image_size: tuple[int, int] | int | None = None,
+        timesteps: int = 50,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        progress: Progress | None = None,
+    ) -> torch.Tensor:
+        """Quantised latents ``(B, L, h, w)`` → the decoder's output ``(B, C, H, W)`` float32."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def decode_tokens(
+        self,
+        tokens: torch.Tensor,
+        image_size: tuple[int, int] | int | None = None,
+        timesteps: int = 50,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        progress: Progress | None = None,
+    ) -> torch.Tensor:
+        """Token ids ``(B, h, w)`` or ``(B, N)`` → ``decode_quant`` of their latents.
+
+        ``image_size`` defaults to the token grid times the patch size (16)."""
+        quant = self.tokens_to_embedding(tokens)  # (B, L, h, w)
+        return self.decode_quant(quant, image_size, timesteps, generator, noise, progress)
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        timesteps: int = 50,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Encode and decode ``x`` at its own ``(H, W)`` (the reference's ``forward`` assumes square inputs)."""
+        check_cancelled(progress or NullProgress())
+        size = self.check_decode_size(as_size(tuple(x.shape[-2:])))
+        quant, _ = self.encode(x)  # (B, L, h, w)
+        return self.decode_quant(quant, size, timesteps, generator, noise, progress)

@@ -29,17 +29,9 @@ import torch
 from ..catalogue import TokenizerConfig
 from ..errors import ConfigError, InputRasterError
 from ..progress import NullProgress, Progress, check_cancelled
-from .base import VQ
+from .base import VQ, as_size
 from .ddim import DDIMScheduler, DDIMStepOutput
 from .unet import PatchedUNetCondCat
-
-
-def as_size(image_size: tuple[int, int] | list[int] | int) -> tuple[int, int]:
-    """``(H, W)`` from an int or a pair."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = (int(v) for v in image_size)
-    return height, width
 
 
 class DiVAE(VQ):
@@ -153,33 +145,3 @@ class DiVAE(VQ):
                 check_cancelled(progress)
         assert image is not None  # at least one step (timesteps >= 1 is checked)
         return image
-
-    @torch.no_grad()
-    def decode_tokens(
-        self,
-        tokens: torch.Tensor,
-        image_size: tuple[int, int] | int | None = None,
-        timesteps: int = 50,
-        generator: torch.Generator | None = None,
-        noise: torch.Tensor | None = None,
-        progress: Progress | None = None,
-    ) -> torch.Tensor:
-        """Token ids ``(B, h, w)`` or ``(B, N)`` → standardized image ``(B, C, H, W)`` in [-1, 1].
-
-        ``image_size`` defaults to the token grid times the patch size (16)."""
-        quant = self.tokens_to_embedding(tokens)  # (B, L, h, w)
-        return self.decode_quant(quant, image_size, timesteps, generator, noise, progress)
-
-    @torch.no_grad()
-    def reconstruct(
-        self,
-        x: torch.Tensor,
-        timesteps: int = 50,
-        generator: torch.Generator | None = None,
-        progress: Progress | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Encode and decode a standardized image ``(B, C, H, W)`` (H, W multiples of 32)."""
-        size = self.check_decode_size(as_size(tuple(x.shape[-2:])))
-        quant, _ = self.encode(x)  # (B, L, h, w)
-        return self.decode_quant(quant, size, timesteps, generator, noise, progress)

@@ -14,23 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..terramind.posemb import build_2d_sincos_posemb
 from .layout import grid_to_tokens, token_patches_to_image, tokens_to_grid
 
 LAYER_NORM_EPS = 1e-6
 
 
-def build_2d_sincos_posemb(h: int, w: int, embed_dim: int, temperature: float = 10000.0) -> torch.Tensor:
-    """The reference's MoCo-v3 sin-cos table, ``(1, D, h, w)`` (the initial value of ``pos_emb``)."""
-    grid_w = torch.arange(w, dtype=torch.float32)
-    grid_h = torch.arange(h, dtype=torch.float32)
-    grid_w, grid_h = torch.meshgrid(grid_w, grid_h, indexing="ij")
-    pos_dim = embed_dim // 4
-    omega = torch.arange(pos_dim, dtype=torch.float32) / pos_dim
-    omega = 1.0 / (temperature**omega)
-    out_w = torch.einsum("m,d->md", [grid_w.flatten(), omega])  # (h*w, D/4)
-    out_h = torch.einsum("m,d->md", [grid_h.flatten(), omega])
-    pos_emb = torch.cat([torch.sin(out_w), torch.cos(out_w), torch.sin(out_h), torch.cos(out_h)], dim=1)
-    return tokens_to_grid(pos_emb[None], h, w)  # (1, D, h, w)
+def sincos_grid(h: int, w: int, embed_dim: int) -> torch.Tensor:
+    """The reference's MoCo-v3 sin-cos table as a grid ``(1, D, h, w)`` (the initial value of ``pos_emb``)."""
+    return tokens_to_grid(build_2d_sincos_posemb(h, w, embed_dim), h, w)  # (1, D, h, w)
 
 
 def resized_pos_emb(pos_emb: nn.Parameter, nh: int, nw: int, dtype: torch.dtype) -> torch.Tensor:
@@ -125,7 +117,7 @@ class ViTEncoder(nn.Module):
         self.P_H = self.P_W = patch_size
         self.dim_tokens = dim_tokens
         n = resolution // patch_size
-        self.pos_emb = nn.Parameter(build_2d_sincos_posemb(n, n, dim_tokens), requires_grad=False)
+        self.pos_emb = nn.Parameter(sincos_grid(n, n, dim_tokens), requires_grad=False)
         self.proj = nn.Conv2d(in_channels, dim_tokens, kernel_size=patch_size, stride=patch_size)
         self.blocks = nn.Sequential(*[Block(dim_tokens, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm_mlp = nn.LayerNorm(dim_tokens, eps=LAYER_NORM_EPS)
@@ -171,7 +163,7 @@ class ViTDecoder(nn.Module):
         self.P_H = self.P_W = patch_size
         self.dim_tokens = dim_tokens
         n = resolution // patch_size
-        self.pos_emb = nn.Parameter(build_2d_sincos_posemb(n, n, dim_tokens), requires_grad=False)
+        self.pos_emb = nn.Parameter(sincos_grid(n, n, dim_tokens), requires_grad=False)
         self.blocks = nn.Sequential(*[Block(dim_tokens, num_heads, mlp_ratio) for _ in range(depth)])
         self.norm_mlp = nn.LayerNorm(dim_tokens, eps=LAYER_NORM_EPS)
         self.post_mlp = Mlp(dim_tokens, int(mlp_ratio * dim_tokens), act_layer=nn.Tanh)

@@ -21,7 +21,7 @@ from torch import nn
 from ..catalogue import TokenizerConfig
 from ..errors import ConfigError, InputRasterError
 from ..progress import NullProgress, Progress, check_cancelled
-from .base import VQ
+from .base import VQ, as_size
 from .vit import ViTDecoder
 
 
@@ -69,55 +69,31 @@ class VQVAE(VQ):
         return super().prepare_input(x)
 
     @torch.no_grad()
-    def decode_quant(self, quant: torch.Tensor) -> torch.Tensor:
-        """Quantised latents ``(B, L, h, w)`` → class logits ``(B, C, H, W)`` float32."""
-        quant = quant.to(device=self.device, dtype=self.post_quant_proj.weight.dtype)
-        h = self.post_quant_proj(quant)  # (B, D, h, w)
-        return self.decoder(h).float()  # (B, C, H, W)
-
-    @torch.no_grad()
-    def decode_tokens(
+    def decode_quant(
         self,
-        tokens: torch.Tensor,
+        quant: torch.Tensor,
         image_size: tuple[int, int] | int | None = None,
         timesteps: int = 50,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         progress: Progress | None = None,
     ) -> torch.Tensor:
-        """Token ids ``(B, h, w)`` or ``(B, N)`` → class logits ``(B, C, h*16, w*16)``.
+        """Quantised latents ``(B, L, h, w)`` → class logits ``(B, C, h*16, w*16)`` float32.
 
         ``image_size`` (H, W), if given, must equal the token grid times 16 (the ViT decoder cannot
         produce another size; the reference silently ignores it). Diffusion arguments are ignored."""
         progress = progress or NullProgress()
         check_cancelled(progress)
-        quant = self.tokens_to_embedding(tokens)  # (B, L, h, w)
         _, _, h, w = quant.shape
         expected = (h * self.patch_size, w * self.patch_size)
-        if image_size:
-            size = (image_size, image_size) if isinstance(image_size, int) else tuple(int(v) for v in image_size)
-            if size != expected:
-                raise ConfigError(
-                    f"LULC decoding of a {h}x{w} token grid gives {expected[0]}x{expected[1]} pixels; "
-                    f"image_size {size[0]}x{size[1]} cannot be produced"
-                )
-        logits = self.decode_quant(quant)
-        progress.set_progress(100.0)
-        return logits
-
-    @torch.no_grad()
-    def reconstruct(
-        self,
-        x: torch.Tensor,
-        timesteps: int = 50,
-        generator: torch.Generator | None = None,
-        progress: Progress | None = None,
-        noise: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Encode and decode a class map → class logits ``(B, C, H, W)``."""
-        progress = progress or NullProgress()
-        check_cancelled(progress)
-        quant, _ = self.encode(x)  # (B, L, h, w)
-        logits = self.decode_quant(quant)
+        size = as_size(image_size) if image_size else expected
+        if size != expected:
+            raise ConfigError(
+                f"LULC decoding of a {h}x{w} token grid gives {expected[0]}x{expected[1]} pixels; "
+                f"image_size {size[0]}x{size[1]} cannot be produced"
+            )
+        quant = quant.to(device=self.device, dtype=self.post_quant_proj.weight.dtype)
+        features = self.post_quant_proj(quant)  # (B, D, h, w)
+        logits = self.decoder(features).float()  # (B, C, H, W)
         progress.set_progress(100.0)
         return logits

@@ -1,26 +1,30 @@
-"""Strict loading of checkpoints onto modules built on the meta device.
+"""Strict loading of checkpoints onto modules built on the meta device: THE one loading path.
 
-The builders construct models under ``with torch.device("meta")`` (no memory, no random
-initialisation); ``load_into_`` then checks a checkpoint strictly (``matching.match_keys``),
-converts floating tensors to the module's dtype where they differ, and assigns them with
-``load_state_dict(strict=False, assign=True)`` so that each tensor exists once (memory-mapped
-``torch.load`` tensors stay mapped; nothing is initialised and then overwritten). Tensors shared
-under several names are assigned once and re-tied. ``materialise_`` finally lets every module with
-``init_deterministic_buffers`` recreate the buffers the file did not provide and checks that no
-meta tensor is left.
+``load_checkpoint_(module, checkpoint, mapping, what=...)`` is what every model takes, whether its
+tensors come from a file (``models/build.py``, ``models/segmentation``) or from the deterministic
+untrained fill (``untrained_checkpoint``: the offline demo, tests and benchmarks):
+
+1. band subsets: a module that declares ``band_indices`` sees the file through ``bands.band_subset_view``;
+2. ``load_into_``: the checkpoint is checked strictly (``matching.match_keys``), floating tensors are
+   converted to the module's dtype where they differ, and they are assigned with
+   ``load_state_dict(strict=False, assign=True)`` so that each tensor exists once (memory-mapped
+   ``torch.load`` tensors stay mapped; nothing is initialised and then overwritten). Tensors shared
+   under several names (tied heads, shared modality embeddings, TiM's shared embedding modules) are
+   assigned once and re-tied;
+3. ``materialise_``: every module with ``init_deterministic_buffers`` recreates the buffers the file
+   did not provide, and no meta tensor may be left.
 
 ``untrained_checkpoint`` makes the deterministic stand-in for a checkpoint (models/weights/
-untrained.py rule, applied to the *checkpoint* key names so that aliases and the reference's key
-mapping give the same values as the golden scripts), which then loads through the same path.
+untrained.py rule, applied to the *checkpoint* key names and shapes so that aliases, the
+reference's key mapping and band subsets give the same values as the golden scripts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 
 from ..errors import CheckpointError
+from .bands import band_subset_view, pretrained_proj_shapes
 from .matching import (
     KeyMapping,
     MatchReport,
@@ -31,6 +35,20 @@ from .matching import (
 )
 from .reading import Checkpoint, TensorDictCheckpoint
 from .untrained import deterministic_tensor
+
+
+def load_checkpoint_(
+    module: torch.nn.Module, checkpoint: Checkpoint, mapping: KeyMapping, *, what: str = "the model"
+) -> MatchReport:
+    """Fill ``module`` (built on ``meta`` or not) from ``checkpoint`` under ``mapping``; strict.
+
+    The whole loading path (see the module docstring); ``what`` names the model in error messages
+    (e.g. "model 'terramind_v1_tokenizer_dem'"). Raises ``CheckpointError`` naming every missing,
+    unexpected and mis-shaped key, or any tensor still without a value.
+    """
+    report = load_into_(module, band_subset_view(checkpoint, module), mapping, what=what)
+    materialise_(module, what=what)
+    return report
 
 
 def load_into_(module: torch.nn.Module, checkpoint: Checkpoint, mapping: KeyMapping, *, what: str) -> MatchReport:
@@ -93,25 +111,33 @@ def meta_tensor_names(module: torch.nn.Module) -> list[str]:
 
 
 def checkpoint_layout(module: torch.nn.Module, mapping: KeyMapping) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """The checkpoint keys (and shapes, dtypes) a file for this module must provide, in order."""
+    """The checkpoint keys (and shapes, dtypes) a file for this module must provide, in order.
+
+    Band-subset patch embeddings are listed with their full pretrained shape (the file's).
+    """
+    full = pretrained_proj_shapes(module)
     out: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     for module_key, expected in expected_layout(module, mapping).items():
-        out.setdefault(mapping.checkpoint_key(module_key), (expected.shape, expected.dtype))
+        key = mapping.checkpoint_key(module_key)
+        out.setdefault(key, (full.get(key, expected.shape), expected.dtype))
     return out
 
 
 def untrained_checkpoint(
-    module: torch.nn.Module, mapping: KeyMapping, shapes: Mapping[str, tuple[int, ...]] | None = None
+    module: torch.nn.Module, mapping: KeyMapping, *, recomputable: bool = True
 ) -> TensorDictCheckpoint:
-    """A complete checkpoint for ``module`` filled by the deterministic untrained rule.
+    """A complete checkpoint for ``module`` (file layout) filled by the deterministic untrained rule.
 
-    ``shapes`` overrides the shape of some checkpoint keys (a band-subset backbone is filled in the
-    official, all-band layout and sliced afterwards, as the reference does).
+    With ``recomputable=False`` the buffers the module recomputes (sin-cos ``pos_emb``, LayerNorm
+    zero ``bias``) are left out, as in a parameters-only file; loading then recreates them.
     """
-    shapes = shapes or {}
+    skip = set()
+    if not recomputable:
+        skip = {mapping.checkpoint_key(k) for k, e in expected_layout(module, mapping).items() if e.recomputable}
     tensors = {
-        key: deterministic_tensor(key, shapes.get(key, shape), dtype)
+        key: deterministic_tensor(key, shape, dtype)
         for key, (shape, dtype) in checkpoint_layout(module, mapping).items()
+        if key not in skip
     }
     return TensorDictCheckpoint(tensors, container="untrained")
 

@@ -17,7 +17,7 @@ order). Anything else, a truncated or corrupt file, or a file with pickled objec
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,25 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 class Checkpoint(Mapping[str, torch.Tensor]):
-    """A read-only state dict whose tensors may be read lazily; ``shape``/``dtype`` never read data."""
+    """A read-only state dict whose tensors may be read lazily; ``shape``/``dtype`` never read data.
+
+    Subclasses set ``_names`` (the keys in file order: a dict, a list, or another checkpoint) and
+    implement ``__getitem__``.
+    """
 
     def __init__(self, path: Path, container: str | None = None) -> None:
         self.path = path
         self.container = container  # the key it was unwrapped from, if any
+        self._names: Collection[str] = ()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
 
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self[key].shape)
@@ -52,19 +66,10 @@ class TensorDictCheckpoint(Checkpoint):
 
     def __init__(self, tensors: Mapping[str, torch.Tensor], path: Path | None = None, container: str | None = None):
         super().__init__(path or Path("<in memory>"), container)
-        self._tensors = dict(tensors)
+        self._tensors = self._names = dict(tensors)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self._tensors[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tensors)
-
-    def __len__(self) -> int:
-        return len(self._tensors)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._tensors
 
 
 class SafetensorsCheckpoint(Checkpoint):
@@ -76,13 +81,13 @@ class SafetensorsCheckpoint(Checkpoint):
 
         try:
             self._file = safe_open(str(path), framework="pt", device="cpu")
-            self._keys = list(self._file.keys())
-            self._meta = {}
-            for key in self._keys:
+            self._meta: dict[str, tuple[tuple[int, ...], str]] = {}  # key -> (shape, dtype name), file order
+            for key in self._file.keys():
                 sl = self._file.get_slice(key)
                 self._meta[key] = (tuple(int(n) for n in sl.get_shape()), sl.get_dtype())
         except Exception as e:
             raise _corrupt(path, e) from None
+        self._names = self._meta
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self._meta:
@@ -91,15 +96,6 @@ class SafetensorsCheckpoint(Checkpoint):
             return self._file.get_tensor(key)
         except Exception as e:
             raise _corrupt(self.path, e) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._meta
 
     def shape(self, key: str) -> tuple[int, ...]:
         return self._meta[key][0]
@@ -122,16 +118,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise CheckpointError(f"checkpoint file '{path}' does not exist or is not a file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file '{path}' is empty (an interrupted download?)")
-    if path.suffix == ".safetensors" or _looks_like_safetensors(path):
+    if is_safetensors(path):
         return SafetensorsCheckpoint(path)
-    return _read_torch(path)
+    tensors, container = _unwrap(load_torch_file(path), path)
+    return TensorDictCheckpoint(tensors, path, container)
 
 
-def _read_torch(path: Path) -> Checkpoint:
+def is_safetensors(path: Path) -> bool:
+    """A ``.safetensors`` name, or a file that starts like one (whatever its name)."""
+    return path.suffix == ".safetensors" or _looks_like_safetensors(path)
+
+
+def load_torch_file(path: Path) -> Any:
+    """``torch.load`` of ``path`` as safely as it goes: on the CPU, ``weights_only=True``, memory-mapped
+    when the file is in the zip format; any failure is one ``CheckpointError`` naming the file."""
     with open(path, "rb") as f:
         is_zip = f.read(4) == _ZIP_MAGIC
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as e:
         if type(e).__name__ == "UnpicklingError" and "weights_only" in str(e).lower():
             raise CheckpointError(
@@ -140,8 +144,6 @@ def _read_torch(path: Path) -> Checkpoint:
                 f"(torch.save(model.state_dict(), ...)) or a .safetensors file instead"
             ) from None
         raise _corrupt(path, e) from None
-    tensors, container = _unwrap(obj, path)
-    return TensorDictCheckpoint(tensors, path, container)
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], str | None]:

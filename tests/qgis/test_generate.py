@@ -8,13 +8,10 @@ from qgis.core import QgsProject
 
 import processing
 from terramind_qgis.models.modalities import LULC_CLASSES, MODALITIES
-from tm_helpers import generation_available, raster_facts, read_array
+from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:generatemodalities"
-pytestmark = [
-    pytest.mark.usefixtures("test_models_available"),
-    pytest.mark.skipif(not generation_available(), reason="models/build.py has no load_generation yet"),
-]
+pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def _params(tmp_path, **extra):

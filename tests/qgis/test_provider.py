@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from qgis.core import QgsApplication, QgsProcessingParameterDefinition
 
+from tm_helpers import add_model_cards, reduced_terramind_card
+
 RECONSTRUCT = "terramind:reconstructwithtokenizer"
 GENERATE = "terramind:generatemodalities"
 SHARED = ["EXTENT", "WEIGHTS", "DEVICE", "PRECISION", "TILE_SIZE", "OVERLAP", "BATCH_SIZE", "UNTRAINED"]
@@ -69,26 +71,15 @@ def test_model_choices_list_official_and_catalogue_models(terramind_provider):
 
 
 def test_custom_model_cards_appear_in_new_instances(terramind_provider, tmp_path, monkeypatch):
-    import json
-    import os
-
-    card = {"id": "my_reduced_terramind", "kind": "terramind", "title": "mine", "weights": None,
-            "config": {"type": "TerraMindConfig", "dim": 64, "num_heads": 2, "encoder_depth": 2, "decoder_depth": 2,
-                       "mlp": "gelu", "mlp_hidden": 128, "bias": True},
-            "inputs": ["S2L2A"], "outputs": ["DEM"], "tokenizers": {"DEM": "terramind_v1_tokenizer_dem"}}
-    (tmp_path / "mine.json").write_text(json.dumps(card))
-    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(tmp_path), os.environ["TERRAMIND_CATALOGUE_PATH"]]))
+    add_model_cards(monkeypatch, tmp_path, {"mine.json": reduced_terramind_card("my_reduced_terramind")})
     gen = _alg(GENERATE)
     assert "my_reduced_terramind" in gen.parameterDefinition("MODEL").options()
 
 
 def test_a_broken_model_card_does_not_break_the_provider(terramind_provider, tmp_path, monkeypatch):
-    import os
-
-    (tmp_path / "broken.json").write_text("{not json")
     logged = []
     QgsApplication.messageLog().messageReceived.connect(lambda msg, tag, level: logged.append((tag, msg)))
-    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(tmp_path), os.environ["TERRAMIND_CATALOGUE_PATH"]]))
+    add_model_cards(monkeypatch, tmp_path, {"broken.json": "{not json"})
     gen = _alg(GENERATE)
     assert "terramind_v1_base" in gen.parameterDefinition("MODEL").options()
     assert any(tag == "TerraMind" and "broken.json" in msg for tag, msg in logged)

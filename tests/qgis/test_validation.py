@@ -4,7 +4,6 @@ layer or parameter and saying what is expected. A missing worker environment giv
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -13,6 +12,7 @@ from osgeo import gdal
 from qgis.core import QgsApplication, QgsProcessingException
 
 import processing
+from tm_helpers import add_model_cards, reduced_terramind_card
 
 RECONSTRUCT = "terramind:reconstructwithtokenizer"
 GENERATE = "terramind:generatemodalities"
@@ -107,8 +107,7 @@ def test_output_must_be_a_geotiff(terramind_provider, example, tmp_path):
 def test_custom_card_without_weights_needs_weights_or_untrained(terramind_provider, example, tmp_path, monkeypatch):
     card = {"id": "validation_tokenizer_dem", "kind": "tokenizer", "title": "t", "weights": None, "modality": "DEM",
             "config": {"type": "TokenizerConfig", "kind": "divae", "in_channels": 1}}
-    (tmp_path / "card.json").write_text(json.dumps(card))
-    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(tmp_path), os.environ["TERRAMIND_CATALOGUE_PATH"]]))
+    add_model_cards(monkeypatch, tmp_path, {"card.json": card})
     _fails(RECONSTRUCT, _rec(example("DEM"), tmp_path, MODALITY="DEM", MODEL="validation_tokenizer_dem", UNTRAINED=False),
            r"MODEL: 'validation_tokenizer_dem' has no published weights; give a checkpoint in WEIGHTS or tick UNTRAINED")
 
@@ -138,12 +137,7 @@ def test_generation_inputs_must_overlap(terramind_provider, example, tmp_path):
 
 
 def test_generation_model_must_be_able_to_generate(terramind_provider, example, tmp_path, monkeypatch):
-    card = {"id": "validation_terramind_dem_only", "kind": "terramind", "title": "t", "weights": None,
-            "config": {"type": "TerraMindConfig", "dim": 64, "num_heads": 2, "encoder_depth": 2, "decoder_depth": 2,
-                       "mlp": "gelu", "mlp_hidden": 128, "bias": True},
-            "inputs": ["S2L2A"], "outputs": ["DEM"], "tokenizers": {"DEM": "terramind_v1_tokenizer_dem"}}
-    (tmp_path / "card.json").write_text(json.dumps(card))
-    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(tmp_path), os.environ["TERRAMIND_CATALOGUE_PATH"]]))
+    add_model_cards(monkeypatch, tmp_path, {"card.json": reduced_terramind_card("validation_terramind_dem_only")})
     _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), MODEL="validation_terramind_dem_only", OUTPUTS=["LULC"]),
            r"OUTPUTS: model 'validation_terramind_dem_only' cannot generate LULC \(it generates DEM\)")
     _fails(GENERATE, _gen(tmp_path, INPUT_DEM=example("DEM"), MODEL="validation_terramind_dem_only", OUTPUTS=["LULC"]),

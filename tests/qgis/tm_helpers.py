@@ -92,7 +92,19 @@ def read_array(path: str):
     return data
 
 
-def generation_available() -> bool:
-    """Whether models/build.py offers ``load_generation`` yet (another helper writes it)."""
-    build = REPO / "models" / "build.py"
-    return build.exists() and "def load_generation" in build.read_text(encoding="utf-8")
+def reduced_terramind_card(model_id: str) -> dict:
+    """A custom model card: a reduced TerraMind (no published weights) that generates DEM from S2L2A."""
+    return {"id": model_id, "kind": "terramind", "title": "t", "weights": None,
+            "config": {"type": "TerraMindConfig", "dim": 64, "num_heads": 2, "encoder_depth": 2, "decoder_depth": 2,
+                       "mlp": "gelu", "mlp_hidden": 128, "bias": True},
+            "inputs": ["S2L2A"], "outputs": ["DEM"], "tokenizers": {"DEM": "terramind_v1_tokenizer_dem"}}  # fmt: skip
+
+
+def add_model_cards(monkeypatch, folder: Path, cards: dict[str, dict | str]) -> None:  # noqa: ANN001 - pytest fixture
+    """Write ``cards`` (file name → card, or raw text) into ``folder`` and put it first on TERRAMIND_CATALOGUE_PATH."""
+    import json
+    import os
+
+    for name, card in cards.items():
+        (folder / name).write_text(card if isinstance(card, str) else json.dumps(card))
+    monkeypatch.setenv("TERRAMIND_CATALOGUE_PATH", os.pathsep.join([str(folder), os.environ["TERRAMIND_CATALOGUE_PATH"]]))

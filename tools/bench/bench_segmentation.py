@@ -29,62 +29,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-PLUGIN_PATH = REPO / ".pluginpath"
+from benchlib import PLUGIN_PATH, REFERENCE_PYTHON, REPO, agreement, machine, measure, run_worker, write_mosaic
+
 GOLD = REPO / "tests" / "goldens" / "segmentation"
-EXAMPLES = REPO / "tests" / "data" / "examples"
-SCENES = ("282D_485L_3_3", "38D_378R_2_3", "433D_629L_3_1", "609U_541L_3_0")
-REFERENCE_PYTHON = Path("/root/.cache/terramind-reference-venv/bin/python")
 MODELS = {"tiny": "tiny_sen1floods11", "base": "base_sen1floods11"}  # golden case of each size
 INPUTS = {"S2L1C": "S2L1C", "S1GRD": "S1RTC"}  # model input -> example folder
 
 
-def measure(command: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
-    """Run ``command`` in a fresh helper process; wall time and the child's peak RSS."""
-    helper = (
-        "import json, resource, subprocess, sys, time\n"
-        "t = time.monotonic()\n"
-        "with open(sys.argv[1], 'w') as log:\n"
-        "    rc = subprocess.run(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT).returncode\n"
-        "print(json.dumps({'rc': rc, 'wall_s': round(time.monotonic() - t, 2),\n"
-        "                  'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", helper, str(log), *command], capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise RuntimeError(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def make_inputs(folder: Path, size: int) -> dict[str, Path]:
     """``size`` x ``size`` GeoTIFFs of each input, repeating the 2 x 2 mosaic of the real patches."""
-    import rasterio
-
-    paths = {}
-    for name, source in INPUTS.items():
-        path = folder / f"{name}_{size}.tif"
-        paths[name] = path
-        if path.exists():
-            continue
-        patches = []
-        for scene in SCENES:
-            with rasterio.open(EXAMPLES / source / f"{scene}.tif") as src:
-                patches.append(src.read())
-                profile = dict(src.profile) if scene == SCENES[0] else profile
-        mosaic = np.concatenate([np.concatenate(patches[:2], 2), np.concatenate(patches[2:], 2)], 1)  # (C, 448, 448)
-        reps = -(-size // 448)
-        data = np.tile(mosaic, (1, reps, reps))[:, :size, :size]  # (C, size, size)
-        profile.update(width=size, height=size, tiled=True, blockxsize=256, blockysize=256, compress="deflate")
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
-    return paths
+    return {name: write_mosaic(folder / f"{name}_{size}.tif", source, size) for name, source in INPUTS.items()}
 
 
 def make_checkpoint(folder: Path, case: str) -> Path:
@@ -108,15 +68,8 @@ def run_ours(workdir: Path, rasters: dict[str, Path], ckpt: Path, case: str, siz
         "params": {"config": str(GOLD / "configs" / f"{case}.yaml")},
         "tiling": {"tile_size": 224, "overlap": 32, "batch_size": batch}, "device": "cpu", "precision": "fp32",
     }  # fmt: skip
-    job_path = workdir / f"job_{case}_{size}.json"
-    job_path.write_text(json.dumps(job), encoding="utf-8")
-    log = workdir / f"ours_{case}_{size}.log"
-    stats = measure([sys.executable, "-m", "terramind_qgis.models.worker", str(job_path)], log,
-                    dict(os.environ, PYTHONPATH=str(PLUGIN_PATH)))  # fmt: skip
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    if stats["rc"] or not events or events[-1]["event"] != "result":
-        raise RuntimeError(f"worker failed ({stats}): {log.read_text()[-2000:]}")
-    metrics = events[-1]["metrics"]
+    stats, result = run_worker(job, workdir, f"{case}_{size}")
+    metrics = result["metrics"]
     stats.update(output=str(out), tiles=metrics["tiles"], worker_seconds=metrics["seconds"],
                  mpix_per_s_wall=round(size * size / 1e6 / stats["wall_s"], 4),
                  mpix_per_s_run=round(size * size / 1e6 / metrics["seconds"], 4))  # fmt: skip
@@ -173,13 +126,6 @@ def reference_side(args: argparse.Namespace) -> int:
     return 0
 
 
-def agreement(a: str, b: str) -> float:
-    import rasterio
-
-    with rasterio.open(a) as x, rasterio.open(b) as y:
-        return float((x.read(1) == y.read(1)).mean())
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1024])
@@ -196,8 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.reference_side:
         return reference_side(args)
-    import torch
-
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     ref_python = Path(args.reference_python)
@@ -205,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": "fine-tuned segmentation (worker, task segment) vs terratorch tiled_inference (reference venv)",
         "models": {size: f"{case}: IBM Sen1Floods11 config, deterministic untrained weights" for size, case in MODELS.items()},
         "tiling": {"tile_size": 224, "overlap": 32, "stride_reference": 192, "batch_size": args.batch},
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "load_avg_start": os.getloadavg()},
+        "machine": machine(),
         "runs": [],
     }  # fmt: skip
     for size in args.sizes:

@@ -2,7 +2,8 @@
 
 Task: one 224 x 224 S2L2A patch → S1GRD tokens (tokens only, no pixel decoding), temperature 1,
 top-p 0.8, batch 1, both models filled with the deterministic untrained rule through the official
-checkpoint layout. Prints one JSON object.
+checkpoint layout (ours through its one loading path, ``models/weights/loading.load_checkpoint_``).
+Prints one JSON object.
 
     .venv/bin/python tools/bench/bench_terramind.py [--variants tiny base] [--repeat 3]
         runs ours here and the reference with /root/.cache/terramind-reference-venv/bin/python
@@ -51,12 +52,13 @@ def bench_ours(variant: str, repeat: int) -> dict:
     import torch
 
     from terramind_qgis.models.catalogue import get
-    from terramind_qgis.models.terramind import TerraMindGeneration, load_official_state_dict
-    from terramind_qgis.models.terramind.official import untrained_official_state_dict
+    from terramind_qgis.models.terramind import TerraMindGeneration
+    from terramind_qgis.models.weights.loading import load_checkpoint_, untrained_checkpoint
+    from terramind_qgis.models.weights.matching import GENERATION
 
     with torch.device("meta"):
         model = TerraMindGeneration(get(f"terramind_v1_{variant}").config, ["S2L2A"], ["S1GRD"])
-    load_official_state_dict(model, untrained_official_state_dict(model), assign=True)
+    load_checkpoint_(model, untrained_checkpoint(model, GENERATION), GENERATION)
     model.eval()
     x = {"S2L2A": _patch()}
     seeds = iter(range(10**6))

@@ -34,64 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+from benchlib import PLUGIN_PATH, REFERENCE_PYTHON, REPO, agreement, machine, measure, run_worker, write_mosaic
 
-REPO = Path(__file__).resolve().parents[2]
-PLUGIN_PATH = REPO / ".pluginpath"
 sys.path.insert(0, str(PLUGIN_PATH))
-EXAMPLES = REPO / "tests" / "data" / "examples"
-SCENES = ("282D_485L_3_3", "38D_378R_2_3", "433D_629L_3_1", "609U_541L_3_0")
-REFERENCE_PYTHON = Path("/root/.cache/terramind-reference-venv/bin/python")
 MODEL, TOKENIZER, INPUTS, OUTPUTS = "terramind_v1_tiny", "terramind_v1_tokenizer_lulc", ["S2L2A"], ["LULC"]
-
-
-def measure(command: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
-    """Run ``command`` in a fresh helper process; wall time and the child's peak RSS."""
-    helper = (
-        "import json, resource, subprocess, sys, time\n"
-        "t = time.monotonic()\n"
-        "with open(sys.argv[1], 'w') as log:\n"
-        "    rc = subprocess.run(sys.argv[2:], stdout=log, stderr=subprocess.STDOUT).returncode\n"
-        "print(json.dumps({'rc': rc, 'wall_s': round(time.monotonic() - t, 2),\n"
-        "                  'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", helper, str(log), *command], capture_output=True, text=True, env=env)
-    if out.returncode:
-        raise RuntimeError(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def make_input(path: Path, size: int) -> Path:
-    """A ``size`` x ``size`` S2L2A GeoTIFF repeating the 2 x 2 mosaic of the real patches."""
-    import rasterio
-
-
-    if path.exists():
-        return path
-    patches = []
-    for scene in SCENES:
-        with rasterio.open(EXAMPLES / "S2L2A" / f"{scene}.tif") as src:
-            patches.append(src.read())
-            if scene == SCENES[0]:
-                crs, transform = src.crs, src.transform
-    mosaic = np.concatenate([np.concatenate(patches[:2], 2), np.concatenate(patches[2:], 2)], 1)  # (12, 448, 448)
-    reps = -(-size // 448)
-    strip = np.tile(mosaic, (1, 1, reps))[:, :, :size]  # (12, 448, size)
-    profile = dict(driver="GTiff", width=size, height=size, count=12, dtype="int16", crs=crs, transform=transform,
-                   tiled=True, blockxsize=256, blockysize=256, compress="deflate", predictor=2, BIGTIFF="IF_SAFER")
-    tmp = path.with_suffix(".tmp.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for row in range(0, size, 448):
-            h = min(448, size - row)
-            dst.write(strip[:, :h], window=((row, row + h), (0, size)))
-    os.replace(tmp, path)
-    return path
 
 
 def make_weights(folder: Path) -> dict[str, Path]:
@@ -129,15 +78,8 @@ def run_ours(workdir: Path, raster: Path, weights: dict[str, Path], size: int, b
         "params": {"outputs": OUTPUTS, "temperature": 0.0, "top_p": 0.8, "top_k": 0, "seed": 0, "timesteps": 1},
         "tiling": {"tile_size": 224, "overlap": 32, "batch_size": batch}, "device": "cpu", "precision": "fp32",
     }  # fmt: skip
-    job_path = workdir / f"job_{size}.json"
-    job_path.write_text(json.dumps(job), encoding="utf-8")
-    env = dict(os.environ, PYTHONPATH=str(PLUGIN_PATH))
-    log = workdir / f"ours_{size}.log"
-    stats = measure([sys.executable, "-m", "terramind_qgis.models.worker", str(job_path)], log, env)
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
-    if stats["rc"] or events[-1]["event"] != "result":
-        raise RuntimeError(f"worker failed ({stats}): {log.read_text()[-2000:]}")
-    stats.update(output=str(out), tiles=events[-1]["metrics"]["tiles"], worker_seconds=events[-1]["metrics"]["seconds"])
+    stats, result = run_worker(job, workdir, str(size))
+    stats.update(output=str(out), tiles=result["metrics"]["tiles"], worker_seconds=result["metrics"]["seconds"])
     return stats
 
 
@@ -154,13 +96,6 @@ def run_reference(workdir: Path, raster: Path, weights: dict[str, Path], size: i
     return stats
 
 
-def agreement(a: str, b: str) -> float:
-    import rasterio
-
-    with rasterio.open(a) as x, rasterio.open(b) as y:
-        return float((x.read(1) == y.read(1)).mean())
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 1024, 4096])
@@ -170,8 +105,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference-python", default=str(REFERENCE_PYTHON))
     p.add_argument("--no-reference", action="store_true")
     args = p.parse_args(argv)
-    import torch
-
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     weights = make_weights(workdir / "weights")
@@ -181,12 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"{MODEL} (official architecture, deterministic untrained weights), {INPUTS} -> {OUTPUTS}, "
                  "temperature 0 (greedy), LULC = full ViT-B VQ-VAE decoder",
         "tiling": {"tile_size": 224, "overlap": 32, "stride_reference": 192, "batch_size": args.batch},
-        "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "load_avg_start": os.getloadavg()},
+        "machine": machine(),
         "runs": [],
     }  # fmt: skip
     for size in args.sizes:
-        raster = make_input(workdir / f"s2_{size}.tif", size)
+        raster = write_mosaic(workdir / f"s2_{size}.tif", "S2L2A", size)
         run = {"size": size, "input_mb_float32": round(12 * size * size * 4 / 2**20, 1)}
         run["ours"] = run_ours(workdir, raster, weights, size, args.batch)
         print(json.dumps({"size": size, "ours": run["ours"]}), flush=True)

@@ -38,18 +38,17 @@ REPO = Path(__file__).resolve().parents[2]
 PATCH = REPO / "tests" / "data" / "examples" / "S2L2A" / "282D_485L_3_3.tif"
 MODEL_ID = "terramind_v1_tokenizer_s2l2a"
 DEFAULT_REF_PY = "/root/.cache/terramind-reference-venv/bin/python"
-MEAN = (1390.458, 1503.317, 1718.197, 1853.91, 2199.1, 2779.975, 2987.011, 3083.234, 3132.22, 3162.988,
-        2424.884, 1857.648)  # fmt: skip
-STD = (2106.761, 2141.107, 2038.973, 2134.138, 2085.321, 1889.926, 1820.257, 1871.918, 1753.829, 1797.379,
-       1434.261, 1334.311)  # fmt: skip
 
 
 def patch() -> torch.Tensor:
     import rasterio
 
+    from terramind_qgis.models.modalities import get_modality
+
     with rasterio.open(PATCH) as src:
         raw = src.read().astype(np.float64)[None]  # (1, 12, 224, 224)
-    mean, std = np.asarray(MEAN)[None, :, None, None], np.asarray(STD)[None, :, None, None]
+    s2 = get_modality("S2L2A")
+    mean, std = np.asarray(s2.mean)[None, :, None, None], np.asarray(s2.std)[None, :, None, None]
     return torch.from_numpy(((raw - mean) / std).astype(np.float32))
 
 
@@ -60,10 +59,14 @@ def seeded() -> torch.Generator:
 def ours(state_dict: dict, dtype: torch.dtype | None) -> dict[str, Callable[[torch.Tensor], object]]:
     from terramind_qgis.models.catalogue import get
     from terramind_qgis.models.tokenizers import build_tokenizer
+    from terramind_qgis.models.weights.loading import load_checkpoint_
+    from terramind_qgis.models.weights.matching import TOKENIZER
+    from terramind_qgis.models.weights.reading import TensorDictCheckpoint
 
     with torch.device("meta"):
         tok = build_tokenizer(get(MODEL_ID).config)
-    tok.load_state_dict(state_dict, strict=True, assign=True)  # shares the tensors; .to(dtype) makes new ones
+    # the product's loading path; shares the tensors (``set_compute_dtype`` makes new ones)
+    load_checkpoint_(tok, TensorDictCheckpoint(state_dict), TOKENIZER)
     tok.eval()
     if dtype is not None:
         tok.set_compute_dtype(dtype)

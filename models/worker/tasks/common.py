@@ -10,10 +10,11 @@ tile size and overlap (which move the tile grid) change it.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +25,15 @@ from ...catalogue import ModelSpec
 from ...engine import GeoTiffWriter, InputRaster, InputStack, OutputRaster, TilePlan, WorkingGrid, build_working_grid
 from ...errors import ConfigError, InputRasterError
 from ...job import Job
-from ...modalities import Modality, get_modality
+from ...modalities import MODALITIES, Modality, get_modality
 from ...progress import Progress
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[3]
 
 
+@functools.lru_cache(maxsize=1)
 def plugin_version() -> str:
-    """``version=`` of the plugin's metadata.txt ('unknown' when absent)."""
+    """``version=`` of the plugin's metadata.txt ('unknown' when absent); read once per process."""
     try:
         for line in (PLUGIN_ROOT / "metadata.txt").read_text(encoding="utf-8").splitlines():
             if line.strip().lower().startswith("version="):
@@ -71,6 +73,15 @@ def param_float(params: dict[str, Any], name: str, default: float, low: float | 
     return value
 
 
+def read_sampling(params: dict[str, Any]) -> dict[str, Any]:
+    """The token-sampling parameters ``temperature`` (1.0), ``top_p`` (0.8) and ``top_k`` (0), checked."""
+    return {
+        "temperature": param_float(params, "temperature", 1.0, 0.0),
+        "top_p": param_float(params, "top_p", 0.8, 0.0, 1.0),
+        "top_k": param_int(params, "top_k", 0, 0),
+    }
+
+
 def load_catalogue(job: Job) -> ModelSpec:
     """Register the job's extra model-card folders and return its model's entry."""
     for folder in job.model.catalogue_paths:
@@ -106,10 +117,6 @@ def check_tile_size(job: Job, multiple: int, why: str) -> None:
 # -- inputs ----------------------------------------------------------------------------------
 def canonical_job(job: Job) -> Job:
     """The job with input keys (and output keys that name a modality) spelled canonically ('s2l2a' -> 'S2L2A')."""
-    from dataclasses import replace
-
-    from ...modalities import MODALITIES
-
     inputs: dict[str, Any] = {}
     for key, spec in job.inputs.items():
         name = get_modality(key).name  # UnsupportedModalityError names the unknown key
@@ -134,8 +141,13 @@ def check_class_values(job: Job, modality: Modality, values: np.ndarray) -> None
         )
 
 
-def open_inputs(job: Job, keys: list[str]) -> tuple[WorkingGrid, InputStack]:
-    """Open and check the inputs ``keys`` (first = the grid's reference) on the working grid."""
+def open_inputs(
+    job: Job, keys: list[str], modalities: Mapping[str, Modality] | None = None
+) -> tuple[WorkingGrid, InputStack]:
+    """Open and check the inputs ``keys`` (first = the grid's reference) on the working grid.
+
+    ``modalities`` overrides what an input is read as (a model's band subset and statistics).
+    """
     import rasterio
 
     if not keys:
@@ -150,7 +162,8 @@ def open_inputs(job: Job, keys: list[str]) -> tuple[WorkingGrid, InputStack]:
     opened: list[InputRaster] = []
     try:
         for key in keys:
-            opened.append(InputRaster(key, job.inputs[key], get_modality(key), grid))
+            modality = (modalities or {}).get(key) or get_modality(key)
+            opened.append(InputRaster(key, job.inputs[key], modality, grid))
     except BaseException:
         for inp in opened:
             inp.close()
@@ -164,30 +177,27 @@ def make_plan(job: Job, grid: WorkingGrid, group_width: int = 2048) -> TilePlan:
 
 
 # -- outputs ---------------------------------------------------------------------------------
-def weights_source(job: Job, spec: ModelSpec) -> str:
-    if job.model.untrained:
-        return "untrained (deterministic fill of models/weights/untrained.py; testing only)"
-    if job.model.weights:
-        return f"local file {job.model.weights}"
-    if spec.weights is not None:
-        return f"https://huggingface.co/{spec.weights.repo_id}/blob/{spec.weights.revision}/{spec.weights.filename}"
-    return "none"
+def modality_output(key: str, path: str, m: Modality) -> OutputRaster:
+    """Output ``key`` holding modality ``m``: class ids (uint8, colour table) or its bands (float32)."""
+    if m.categorical:
+        return OutputRaster(key, path, (f"{m.name} class",), m.name, "uint8", m.classes)
+    return OutputRaster(key, path, m.band_labels, m.name)
 
 
 def output_tags(
-    job: Job, spec: ModelSpec, output: str, grid: WorkingGrid, model: Any = None, device_used: str = ""
+    job: Job, spec: ModelSpec, output: str, grid: WorkingGrid, model: Any, device_used: str
 ) -> dict[str, str]:
     """Metadata tags of every output: model, weights, all run parameters, plugin version.
 
-    ``model`` (the loaded module) supplies ``weights_source`` (provenance per file) when it has one.
+    ``model`` (the loaded model) supplies ``weights_source``: the provenance of each of its files
+    (``models/build.py``; the segmentation task sets it to the model file).
     """
-    source = getattr(model, "weights_source", None)
     tags = {
         "TERRAMIND_TASK": job.task,
         "TERRAMIND_OUTPUT": output,
         "TERRAMIND_MODEL_ID": spec.id,
         "TERRAMIND_MODEL_REVISION": spec.weights.revision if spec.weights else "n/a",
-        "TERRAMIND_WEIGHTS_SOURCE": json.dumps(source) if isinstance(source, dict) else str(source or weights_source(job, spec)),
+        "TERRAMIND_WEIGHTS_SOURCE": json.dumps(getattr(model, "weights_source", {})),
         "TERRAMIND_PARAMS": json.dumps(job.params, sort_keys=True, default=str),
         "TERRAMIND_TILING": json.dumps({"tile_size": job.tiling.tile_size, "overlap": job.tiling.overlap,
                                         "batch_size": job.tiling.batch_size}),  # fmt: skip
@@ -205,6 +215,13 @@ def output_tags(
     if grid.note:
         tags["TERRAMIND_GRID_NOTE"] = grid.note
     return tags
+
+
+def tagged(
+    spec: OutputRaster, job: Job, card: ModelSpec, grid: WorkingGrid, model: Any, device_used: str
+) -> OutputRaster:
+    """``spec`` with the metadata tags of ``output_tags`` (output name = its key)."""
+    return replace(spec, tags=output_tags(job, card, spec.key, grid, model, device_used))
 
 
 @dataclass

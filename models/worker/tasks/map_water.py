@@ -19,7 +19,7 @@ The 10 LULC logits of overlapping tiles are blended; class = argmax of the blend
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,10 +29,10 @@ from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
 from ...errors import ConfigError, UnsupportedModalityError
 from ...job import Job
 from ...modalities import LULC_CLASSES, ClassInfo, get_modality
-from ...progress import Progress, ScaledProgress
-from ..device import OomBackoff
+from ...progress import ScaledProgress
 from . import common
 from .context import RunContext
+from .generate import generation_predictor
 from .segment import pixel_area_m2
 
 WATER_CLASS, FLOODED_VEGETATION_CLASS = 1, 3
@@ -85,37 +85,17 @@ def validate(job: Job) -> MapWaterRequest:
     flooded = p.get("flooded_vegetation", False)
     if not isinstance(flooded, bool):
         raise ConfigError(f"parameter 'flooded_vegetation' must be true or false, got {flooded!r}")
-    sampling = dict(temperature=common.param_float(p, "temperature", 1.0, 0.0),
-                    top_p=common.param_float(p, "top_p", 0.8, 0.0, 1.0),
-                    top_k=common.param_int(p, "top_k", 0, 0))  # fmt: skip
+    sampling = common.read_sampling(p)
     grid, stack = common.open_inputs(job, list(inputs))
     return MapWaterRequest(job, spec, inputs, flooded, **sampling, seed=common.param_int(p, "seed", 0),
                            paths=paths, grid=grid, stack=stack)  # fmt: skip
 
 
 def _predictor(req: MapWaterRequest, model: Any, ctx: RunContext):  # noqa: ANN202
-    import torch
-
-    from ...terramind.sampler import SamplingConfig
-
-    sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k)
-    backoff = OomBackoff(req.job.tiling.batch_size, ctx.progress)
-    device = ctx.device.device
-
-    def predict(tiles: list, inputs: dict[str, np.ndarray], progress: Progress) -> dict[str, np.ndarray]:
-        x = {k: torch.from_numpy(v) for k, v in inputs.items()}  # {modality: (B, C, T, T)} raw
-
-        def chunk(a: int, b: int) -> np.ndarray:
-            seed = common.tile_seed(req.seed, tiles[a].row, tiles[a].col, bits=32)
-            sub = ScaledProgress(progress, 100.0 * a / len(tiles), 100.0 * b / len(tiles))
-            with torch.inference_mode(), ctx.device.autocast():
-                out = model({k: v[a:b].to(device) for k, v in x.items()}, seed=seed, sampling=sampling,
-                            timesteps=1, standardize=True, progress=sub)  # fmt: skip
-            return out["LULC"].float().cpu().numpy()  # (b-a, 10, T, T) logits
-
-        return {"LULC": np.concatenate(backoff.run(len(tiles), chunk))}
-
-    return predict
+    """Raw tiles → ``{"LULC": (B, 10, T, T)}`` logits (one token-generation step, no diffusion)."""
+    sampling = {"temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k}
+    inputs = [get_modality(k) for k in req.inputs]
+    return generation_predictor(req.job, model, ctx, inputs, ["LULC"], sampling, req.seed, timesteps=1)
 
 
 def run(req: MapWaterRequest, ctx: RunContext) -> dict[str, Any]:
@@ -133,14 +113,12 @@ def run(req: MapWaterRequest, ctx: RunContext) -> dict[str, Any]:
             tokenizer_weights=job.model.tokenizer_weights or None, untrained=job.model.untrained,
             device=ctx.device.device, progress=ctx.progress,
         )  # fmt: skip
-        model.eval()
         what = "Water + Flooded vegetation" if req.flooded_vegetation else "Water"
-        water_spec = OutputRaster("water", req.paths["water"], (f"water ({what})",), "mask", "uint8",
-                                  WATER_MASK_CLASSES)  # fmt: skip
-        ctx.outputs.open(replace(water_spec, tags=common.output_tags(job, req.spec, "water", grid, model)), grid)
+        specs = [OutputRaster("water", req.paths["water"], (f"water ({what})",), "mask", "uint8", WATER_MASK_CLASSES)]
         if "lulc" in req.paths:
-            lulc_spec = OutputRaster("lulc", req.paths["lulc"], ("LULC class",), "LULC", "uint8", lulc_modality.classes)
-            ctx.outputs.open(replace(lulc_spec, tags=common.output_tags(job, req.spec, "lulc", grid, model)), grid)
+            specs.append(common.modality_output("lulc", req.paths["lulc"], lulc_modality))
+        for spec in specs:
+            ctx.outputs.open(common.tagged(spec, job, req.spec, grid, model, ctx.device.description), grid)
         counts = np.zeros(len(lulc_modality.classes), np.int64)
 
         def finish(rel: Released) -> None:

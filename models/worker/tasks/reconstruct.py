@@ -167,7 +167,6 @@ def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
         ctx.progress.info(f"loading {req.spec.id}" + (" (UNTRAINED weights, testing only)" if job.model.untrained else ""))
         tok = build.load_tokenizer(job.model.id, weights=job.model.weights, untrained=job.model.untrained,
                                    device=ctx.device.device, progress=ctx.progress)  # fmt: skip
-        tok.eval()
         outputs = _open_outputs(req, grid, ctx, tok)
         metrics = ReconstructionMetrics(m.band_labels, m.categorical)
 
@@ -196,25 +195,15 @@ def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
 
 
 def _open_outputs(req: ReconstructRequest, grid: Any, ctx: RunContext, model: Any) -> common.OutputSet:
-    job, m, spec = req.job, req.modality, req.spec
-    out = ctx.outputs
-    if m.categorical:
-        rec = OutputRaster("reconstruction", req.paths["reconstruction"], (f"{m.name} class",), m.name, "uint8", m.classes)
-    else:
-        rec = OutputRaster("reconstruction", req.paths["reconstruction"], m.band_labels, m.name)
-    out.open(_tagged(rec, job, spec, grid, model, ctx), grid)
+    m = req.modality
+    specs = [common.modality_output("reconstruction", req.paths["reconstruction"], m)]
     if req.difference:
         if m.categorical:
             change = (ClassInfo(0, "Unchanged", "#F7F7F7"), ClassInfo(1, "Changed", "#D7191C"))
-            diff = OutputRaster("difference", req.paths["difference"], ("class changed",), "mask", "uint8", change)
+            specs.append(OutputRaster("difference", req.paths["difference"], ("class changed",), "mask", "uint8", change))
         else:
             labels = tuple(f"{b} difference" for b in m.band_labels)
-            diff = OutputRaster("difference", req.paths["difference"], labels, f"difference:{m.name}")
-        out.open(_tagged(diff, job, spec, grid, model, ctx), grid)
-    return out
-
-
-def _tagged(spec: OutputRaster, job: Job, card: ModelSpec, grid: Any, model: Any, ctx: RunContext) -> OutputRaster:
-    from dataclasses import replace
-
-    return replace(spec, tags=common.output_tags(job, card, spec.key, grid, model, ctx.device.description))
+            specs.append(OutputRaster("difference", req.paths["difference"], labels, f"difference:{m.name}"))
+    for spec in specs:
+        ctx.outputs.open(common.tagged(spec, req.job, req.spec, grid, model, ctx.device.description), grid)
+    return ctx.outputs

@@ -22,14 +22,15 @@ tiling and batch size (and device).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ...catalogue import ModelSpec
-from ...engine import InputRaster, InputStack, OutputRaster, Released, WorkingGrid, build_working_grid, run_tiled
-from ...errors import ConfigError, InputRasterError
+from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
+from ...errors import ConfigError
 from ...job import Job
 from ...modalities import Modality, get_modality
 from ...progress import Progress, ScaledProgress
@@ -86,28 +87,11 @@ def missing_inputs_message(config: Any, missing: list[Any]) -> str:
 
 def open_model_inputs(job: Job, config: Any) -> tuple[WorkingGrid, InputStack]:
     """Open the inputs the model reads (first = the grid's reference), checked against its bands."""
-    import rasterio
-
     specs = list(config.inputs)
     missing = [s for s in specs if s.modality not in job.inputs]
     if missing:
         raise ConfigError(missing_inputs_message(config, missing))
-    first = job.inputs[specs[0].modality]
-    name = first.name or specs[0].modality
-    try:
-        with rasterio.open(first.path) as src:
-            grid = build_working_grid(src, name, job.extent)
-    except rasterio.errors.RasterioIOError as e:
-        raise InputRasterError(f"layer '{name}': cannot open '{first.path}': {e}") from None
-    opened: list[InputRaster] = []
-    try:
-        for s in specs:
-            opened.append(InputRaster(s.modality, job.inputs[s.modality], input_modality(s), grid))
-    except BaseException:
-        for inp in opened:
-            inp.close()
-        raise
-    stack = InputStack(opened, grid)
+    grid, stack = common.open_inputs(job, [s.modality for s in specs], {s.modality: input_modality(s) for s in specs})
     return grid, (_FillStack(stack, config.no_data_replace) if config.no_data_replace != 0 else stack)
 
 
@@ -142,14 +126,15 @@ def _spec_for_tags(req: SegmentRequest, model: Any) -> ModelSpec:
                      config=backbone_config(req.config), weights=None, official=False)  # fmt: skip
 
 
-def _tags(req: SegmentRequest, model: Any, output: str) -> dict[str, str]:
-    import json
-
-    tags = common.output_tags(req.job, _spec_for_tags(req, model), output, req.grid, model)
-    tags["TERRAMIND_BACKBONE"] = req.config.backbone
-    tags["TERRAMIND_FINETUNED_CONFIG"] = str(req.config_path or model.provenance.config or "checkpoint hyper_parameters")
-    tags["TERRAMIND_CLASSES"] = json.dumps([[c.value, c.name, c.color] for c in model.classes])
-    return tags
+def _tagged(req: SegmentRequest, model: Any, spec: OutputRaster, ctx: RunContext) -> OutputRaster:
+    """``spec`` with the common tags plus the fine-tuned model's backbone, config and classes."""
+    spec = common.tagged(spec, req.job, _spec_for_tags(req, model), req.grid, model, ctx.device.description)
+    return replace(spec, tags={
+        **spec.tags,
+        "TERRAMIND_BACKBONE": req.config.backbone,
+        "TERRAMIND_FINETUNED_CONFIG": str(req.config_path or model.provenance.config or "checkpoint hyper_parameters"),
+        "TERRAMIND_CLASSES": json.dumps([[c.value, c.name, c.color] for c in model.classes]),
+    })  # fmt: skip
 
 
 def _predictor(req: SegmentRequest, model: Any, ctx: RunContext):  # noqa: ANN202
@@ -197,13 +182,12 @@ def run(req: SegmentRequest, ctx: RunContext) -> dict[str, Any]:
             ctx.progress.warn(note)
         if model.is_stochastic:
             ctx.progress.info(f"TiM model: tokens of {', '.join(cfg.tim_modalities)} are sampled with seed {req.seed}")
-        classes_spec = OutputRaster("classes", req.paths["classes"], ("class",), "classes", "uint8", model.classes,
-                                    tags=_tags(req, model, "classes"))  # fmt: skip
-        ctx.outputs.open(classes_spec, grid)
+        specs = [OutputRaster("classes", req.paths["classes"], ("class",), "classes", "uint8", model.classes)]
         if "probabilities" in req.paths:
             names = tuple(f"P({c.name})" for c in model.classes)
-            ctx.outputs.open(OutputRaster("probabilities", req.paths["probabilities"], names, "probability",
-                                          tags=_tags(req, model, "probabilities")), grid)  # fmt: skip
+            specs.append(OutputRaster("probabilities", req.paths["probabilities"], names, "probability"))
+        for spec in specs:
+            ctx.outputs.open(_tagged(req, model, spec, ctx), grid)
         counts = np.zeros(cfg.num_classes, np.int64)
 
         def finish(rel: Released) -> None:

@@ -1,8 +1,8 @@
 """End to end against terratorch 1.2.11: S2L2A → S1GRD, DEM, LULC pixels with real tokenizers.
 
 TerraMind tiny and the three tokenizers (``models/tokenizers``, DiVAE for S1GRD and DEM, VQ-VAE for
-LULC) are filled with the deterministic untrained rule, exactly like the reference models in
-``tools/goldens/terramind.py --e2e``. This checks the whole chain: standardization, chained token
+LULC) are loaded the way users load them (``models/build.load_generation``) with the deterministic
+untrained fill, exactly like the reference models in ``tools/goldens/terramind.py --e2e``. This checks the whole chain: standardization, chained token
 generation, the DiVAE start noise continuing the last step's CPU generator (S1GRD first, then DEM,
 the LULC VQ-VAE drawing nothing), DDIM decoding (2 steps, 128 x 128) and de-standardization.
 """
@@ -18,9 +18,7 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models.catalogue import get
-from terramind_qgis.models.terramind import TerraMindGeneration, load_official_state_dict
-from terramind_qgis.models.terramind.official import untrained_official_state_dict
+from terramind_qgis.models.build import load_generation
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDENS = REPO / "tests" / "goldens" / "terramind"
@@ -35,19 +33,13 @@ def _relative_error(ours: torch.Tensor, ref: np.ndarray) -> float:
 
 @pytest.mark.skipif(CASE is None, reason="e2e golden not generated (tools/goldens/terramind.py --e2e)")
 def test_generation_pixels_match_reference() -> None:
-    from terramind_qgis.models.build import load_tokenizer
-
     arrays = np.load(GOLDENS / "tiny.npz")
     (name, spec), = CASE["inputs"]
     with rasterio.open(REPO / "tests" / "data" / "examples" / name / f"{spec['scenes'][0]}.tif") as src:
         x = torch.from_numpy(src.read().astype(np.float32))[None, :, : spec["crop"][0], : spec["crop"][1]]
     outputs = CASE["outputs"]
-    with torch.device("meta"):
-        model = TerraMindGeneration(get("terramind_v1_tiny").config, [name], outputs)
-    load_official_state_dict(model, untrained_official_state_dict(model), assign=True)
-    for modality in outputs:
-        model.tokenizer[model.output_mapping[modality]] = load_tokenizer(TOKENIZER_IDS[modality], untrained=True)
-    model.eval()
+    model = load_generation("terramind_v1_tiny", [name], outputs, untrained=True)
+    assert {m: model.tokenizer[model.output_mapping[m]].model_id for m in outputs} == TOKENIZER_IDS
 
     generated = model.generate_tokens({name: x}, seed=CASE["call_seed"])
     for modality in outputs:

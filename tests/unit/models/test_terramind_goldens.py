@@ -1,8 +1,9 @@
 """Parity of ``models/terramind`` with terratorch 1.2.11 on the real example patches.
 
 Goldens come from ``tools/goldens/terramind.py`` (reference models filled with the deterministic
-untrained rule through an official-layout checkpoint). Here the same rule fills our wrappers through
-``load_official_state_dict``; nothing imports terratorch. Token ids must be identical; a differing
+untrained rule through an official-layout checkpoint). Here the same rule fills our wrappers, built
+on the meta device, through the product's loading path (``terramind_fixtures.untrained_``); nothing
+imports terratorch. Token ids must be identical; a differing
 id is tolerated only where our logits for that row are not bit-identical to the reference's (float
 noise; at most 1 % of the tokens), and for greedy decoding only where the reference's top-2 logits
 are within 1e-5. Logits and features agree to 1e-4 relative to the largest reference magnitude.
@@ -28,12 +29,13 @@ from terramind_qgis.models.terramind import (
     TerraMindGeneration,
     TerraMindTiM,
     TerraMindViT,
-    load_official_state_dict,
 )
 from terramind_qgis.models.terramind.embeddings import EMBEDDING_SPECS, modality_id
 from terramind_qgis.models.terramind.generation import modality_stats
-from terramind_qgis.models.terramind.official import official_shapes, untrained_official_state_dict
-from terramind_qgis.models.weights.untrained import deterministic_tensor
+from terramind_qgis.models.weights.loading import checkpoint_layout
+from terramind_qgis.models.weights.matching import BACKBONE
+
+from terramind_fixtures import untrained_
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDENS = REPO / "tests" / "goldens" / "terramind"
@@ -127,14 +129,13 @@ def _release_models() -> Iterator[None]:
     gc.collect()
 
 
-def filled(model: torch.nn.Module, params_only: bool = False) -> torch.nn.Module:
-    """Fill through an official-layout checkpoint made by the untrained rule (as the goldens)."""
-    load_official_state_dict(model, untrained_official_state_dict(model, include_buffers=not params_only))
-    token = getattr(model, "missing_mod_token", None)
-    if token is not None:
-        with torch.no_grad():
-            token.copy_(deterministic_tensor("missing_mod_token", token.shape))
-    return model.eval()
+def filled(wrapper: type[torch.nn.Module], *args, params_only: bool = False, **kwargs) -> torch.nn.Module:  # noqa: ANN002, ANN003
+    """``wrapper(*args, **kwargs)`` built on the meta device, then filled through an official-layout
+    checkpoint made by the untrained rule (as the goldens; ``missing_mod_token``, absent from
+    official files, by the rule too)."""
+    with torch.device("meta"):
+        model = wrapper(*args, **kwargs)
+    return untrained_(model, params_only=params_only)
 
 
 def config(variant: str):
@@ -155,7 +156,8 @@ def generation_model(variant: str, case: str) -> TerraMindGeneration:
     spec = CASES[variant][case]
     inputs = tuple(name for name, _ in spec["inputs"])
     key = ("gen", variant, inputs, tuple(spec["outputs"]), spec["params_only"])
-    return cached(key, lambda: filled(TerraMindGeneration(config(variant), inputs, spec["outputs"]), spec["params_only"]))
+    return cached(key, lambda: filled(TerraMindGeneration, config(variant), inputs, spec["outputs"],
+                                      params_only=spec["params_only"]))  # fmt: skip
 
 
 @pytest.mark.parametrize(("variant", "case"), cases_of("generation"))
@@ -229,9 +231,8 @@ def test_backbone_features_match_reference(variant: str, case: str) -> None:
     key = ("vit", variant, tuple(spec["modalities"]), spec["merge"], json.dumps(spec["bands"]), spec["params_only"])
     model = cached(
         key,
-        lambda: filled(
-            TerraMindViT(config(variant), spec["modalities"], spec["merge"], bands=spec["bands"]), spec["params_only"]
-        ),
+        lambda: filled(TerraMindViT, config(variant), spec["modalities"], spec["merge"], bands=spec["bands"],
+                       params_only=spec["params_only"]),  # fmt: skip
     )
     with torch.no_grad():
         out = model(golden_inputs(variant, case))
@@ -247,13 +248,12 @@ def test_tim_tokens_and_features_match_reference(variant: str, case: str) -> Non
     model = cached(
         key,
         lambda: filled(
-            TerraMindTiM(
-                config(variant),
-                spec["modalities"],
-                spec["tim_modalities"],
-                merge_method=spec["merge"],
-                tim_chained_generations=spec["chained"],
-            )
+            TerraMindTiM,
+            config(variant),
+            spec["modalities"],
+            spec["tim_modalities"],
+            merge_method=spec["merge"],
+            tim_chained_generations=spec["chained"],
         ),
     )
     with torch.no_grad():
@@ -301,8 +301,8 @@ def test_official_layout_matches_reference(variant: str) -> None:
     assert {k: list(v.shape) for k, v in full.state_dict().items()} == LAYOUTS[variant]["official"]
     with torch.device("meta"):
         backbone = TerraMindViT(config(variant), ["S2L2A"], bands={"S2L2A": ["RED", "NIR_NARROW"]})
-    shapes = official_shapes(backbone)  # band subsets map back to the full pretrained patch embedding
-    assert all(LAYOUTS[variant]["official"][k] == list(s) for k, s in shapes.items())
+    shapes = checkpoint_layout(backbone, BACKBONE)  # band subsets map back to the full pretrained patch embedding
+    assert all(LAYOUTS[variant]["official"][k] == list(s) for k, (s, _) in shapes.items())
 
 
 def test_modality_tables_match_reference() -> None:

@@ -1,6 +1,6 @@
 """Unit tests of ``models/terramind`` that need no golden files: building blocks, layouts, name
 resolution, sampling filters, the random-number contract, progress/cancel, meta construction and
-checkpoint mapping. A small custom config keeps them fast; parity with terratorch is in
+loading through the product's loading path (``models/weights/loading.py``). A small custom config keeps them fast; parity with terratorch is in
 ``test_terramind_goldens.py``.
 """
 
@@ -25,26 +25,26 @@ from terramind_qgis.models.terramind import (
     TerraMindGeneration,
     TerraMindTiM,
     TerraMindViT,
-    init_deterministic_buffers,
-    load_official_state_dict,
     reference_call_seed,
     select_band_columns,
 )
 from terramind_qgis.models.terramind.blocks import Attention, CrossAttention, LayerNorm
 from terramind_qgis.models.terramind.embeddings import ImageEncoderEmbedding, ImageTokenEncoderEmbedding
 from terramind_qgis.models.terramind.names import input_key, output_key
-from terramind_qgis.models.terramind.official import untrained_official_state_dict
 from terramind_qgis.models.terramind.posemb import build_1d_sincos_posemb, build_2d_sincos_posemb, resize_pos_emb
 from terramind_qgis.models.terramind.sampler import sample_tokens, top_k_top_p_filtering
+from terramind_qgis.models.weights.loading import load_checkpoint_, untrained_checkpoint
+from terramind_qgis.models.weights.matching import BACKBONE
+from terramind_qgis.models.weights.reading import TensorDictCheckpoint
+
+from terramind_fixtures import untrained_
 
 SMALL = TerraMindConfig(dim=32, num_heads=2, encoder_depth=2, decoder_depth=2, mlp="gelu", mlp_hidden=64, bias=True)
 SMALL_SWIGLU = TerraMindConfig(dim=32, num_heads=4, encoder_depth=2, decoder_depth=1, mlp="swiglu", mlp_hidden=48, bias=False)
 
 
 def small_generator(outputs=("S1GRD", "DEM", "LULC"), inputs=("S2L2A",), config=SMALL) -> TerraMindGeneration:
-    model = TerraMindGeneration(config, list(inputs), list(outputs))
-    load_official_state_dict(model, untrained_official_state_dict(model))
-    return model.eval()
+    return untrained_(TerraMindGeneration(config, list(inputs), list(outputs)))
 
 
 def s2(batch: int = 1, size: int = 64) -> torch.Tensor:
@@ -311,8 +311,7 @@ def test_decode_continues_the_noise_generator_and_destandardizes() -> None:
         "tok_lulc@224": NoiseTokenizer(10, draws=False),
         "tok_dem@224": NoiseTokenizer(1),
     }
-    model = TerraMindGeneration(SMALL, ["S2L2A"], ["S1GRD", "LULC", "DEM"], tokenizers)
-    load_official_state_dict(model, untrained_official_state_dict(model))
+    model = untrained_(TerraMindGeneration(SMALL, ["S2L2A"], ["S1GRD", "LULC", "DEM"], tokenizers))
     generated = model.generate_tokens({"S2L2A": s2()}, seed=5)
     replay = torch.Generator().set_state(generated.noise_generator.get_state())
     progress = RecordingProgress()
@@ -353,8 +352,8 @@ def test_band_subset_selects_pretrained_columns() -> None:
     assert picked.tolist() == [[2, 0, 5, 3, 8, 6, 11, 9], [14, 12, 17, 15, 20, 18, 23, 21]]
     model = TerraMindViT(SMALL, ["S2L2A"], bands={"S2L2A": ["RED", "NIR_NARROW"]})
     assert model.encoder_embeddings["untok_sen2l2a@224"].proj.in_features == 2 * 256
-    official = untrained_official_state_dict(model)
-    load_official_state_dict(model, official)
+    official = untrained_checkpoint(model, BACKBONE)
+    load_checkpoint_(model, official, BACKBONE)
     full = official["encoder_embeddings.untok_sen2l2a@224.proj.weight"].reshape(32, 256, 12)
     assert torch.equal(model.encoder_embeddings["untok_sen2l2a@224"].proj.weight, full[:, :, [3, 8]].reshape(32, -1))
     with pytest.raises(ConfigError, match="unknown band name"):
@@ -367,8 +366,7 @@ def test_band_subset_selects_pretrained_columns() -> None:
 
 @pytest.mark.parametrize("merge", ["mean", "max", "concat", "dict", None])
 def test_backbone_merge_shapes_and_only_last_layer_normalised(merge) -> None:  # noqa: ANN001
-    model = TerraMindViT(SMALL, ["S2L2A", "DEM"], merge_method=merge)
-    load_official_state_dict(model, untrained_official_state_dict(model))
+    model = untrained_(TerraMindViT(SMALL, ["S2L2A", "DEM"], merge_method=merge))
     x = {"S2L2A": torch.randn(2, 12, 48, 64), "DEM": torch.randn(2, 1, 48, 64)}  # non-square: 3 x 4 patches
     out = model(x)
     assert len(out) == SMALL.encoder_depth
@@ -397,8 +395,7 @@ def test_backbone_input_validation() -> None:
 
 
 def test_tim_shares_embeddings_and_generates_missing_modalities() -> None:
-    tim = TerraMindTiM(SMALL, ["S2L1C", "S1GRD"], ["LULC"])
-    load_official_state_dict(tim, untrained_official_state_dict(tim))
+    tim = untrained_(TerraMindTiM(SMALL, ["S2L1C", "S1GRD"], ["LULC"]))
     model = tim.sampler.model
     assert model.encoder_embeddings["tok_lulc@224"] is tim.encoder_embeddings["tok_lulc@224"]
     assert not any(p.requires_grad for p in model.parameters())
@@ -429,10 +426,10 @@ def test_tim_shares_embeddings_and_generates_missing_modalities() -> None:
 @pytest.mark.parametrize("include_buffers", [True, False], ids=["full-file", "params-only-file"])
 def test_meta_construction_and_assign_loading(include_buffers: bool) -> None:
     cpu = TerraMindGeneration(SMALL_SWIGLU, ["S2L2A"], ["S1GRD", "DEM", "LULC"])
-    load_official_state_dict(cpu, untrained_official_state_dict(cpu, include_buffers))
+    untrained_(cpu, params_only=not include_buffers)
     with torch.device("meta"):
         meta = TerraMindGeneration(SMALL_SWIGLU, ["S2L2A"], ["S1GRD", "DEM", "LULC"])
-    load_official_state_dict(meta, untrained_official_state_dict(meta, include_buffers), assign=True)
+    untrained_(meta, params_only=not include_buffers)
     tensors = list(meta.parameters()) + list(meta.buffers())
     assert not any(t.is_meta for t in tensors)
     decoder = meta.sampler.model.decoder_embeddings["tok_sen1grd@224"]
@@ -443,20 +440,22 @@ def test_meta_construction_and_assign_loading(include_buffers: bool) -> None:
                                                 cpu.generate_tokens(x, seed=4).tokens.values()))
 
 
-def test_init_deterministic_buffers_rebuilds_sincos_tables() -> None:
+def test_loading_rebuilds_sincos_tables_absent_from_the_file() -> None:
     with torch.device("meta"):
         model = TerraMindViT(SMALL, ["S2L2A"])
-    assert init_deterministic_buffers(model) > 0
+    params_only = untrained_checkpoint(model, BACKBONE, recomputable=False)
+    report = load_checkpoint_(model, params_only, BACKBONE)
+    assert {"encoder_embeddings.untok_sen2l2a@224.pos_emb", "encoder.0.norm1.bias"} <= set(report.recomputed)
     assert torch.equal(model.encoder_embeddings["untok_sen2l2a@224"].pos_emb, build_2d_sincos_posemb(14, 14, 32))
     assert torch.equal(model.encoder[0].norm1.bias, torch.zeros(32))
 
 
 def test_official_checkpoint_mismatch_is_a_clear_error() -> None:
     model = TerraMindViT(SMALL, ["S2L2A"])
-    official = untrained_official_state_dict(model)
+    official = dict(untrained_checkpoint(model, BACKBONE))
     bad = dict(official, **{"encoder.0.attn.qkv.weight": torch.zeros(3, 3)})
     with pytest.raises(CheckpointError, match="encoder.0.attn.qkv.weight"):
-        load_official_state_dict(model, bad)
+        load_checkpoint_(model, TensorDictCheckpoint(bad), BACKBONE)
     missing = {k: v for k, v in official.items() if k != "encoder_norm.weight"}
     with pytest.raises(CheckpointError, match="encoder_norm.weight"):
-        load_official_state_dict(model, missing)
+        load_checkpoint_(model, TensorDictCheckpoint(missing), BACKBONE)

@@ -8,7 +8,6 @@ test_tokenizer_goldens.py.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ SMALL = dict(enc_dim=64, enc_depth=2, enc_heads=2, dec_dim=64, dec_depth=2, dec_
              unet_res_blocks=1)  # fmt: skip
 DIVAE_CFG = TokenizerConfig(kind="divae", in_channels=2, **SMALL)
 LULC_CFG = TokenizerConfig(kind="vqvae", in_channels=10, levels=(7, 5, 5, 5, 5), **SMALL)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class RecordingProgress:
@@ -43,16 +43,6 @@ class RecordingProgress:
 
     def is_canceled(self) -> bool:
         return self.cancel_after is not None and len(self.percents) >= self.cancel_after
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run this module's torch ops on one thread: on the shared 2-core machine, two OpenMP threads
-    competing with other processes were 2-4x slower than one (results agree within the tolerance)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """Parity of the six full-size tokenizers with terratorch 1.2.11 (goldens from tools/goldens/tokenizers.py).
 
-Our modules are built on the meta device and filled with the deterministic weights of
-models/weights/untrained.py — the same rule the golden script applied to the reference's checkpoint
+Our modules are loaded as users load them (``models/build.load_tokenizer``: built on the meta device,
+filled through the one loading path) with the deterministic weights of models/weights/untrained.py
+— the same rule the golden script applied to the reference's checkpoint
 layout — then run on the real example patches. Tolerance on floats: ``max|ours - ref| / max|ref|
 <= 1e-4`` per array (``REL_TOL``). Token ids must be equal except where a reference latent lies
 within 1e-3 of an FSQ rounding boundary (``BOUNDARY``).
@@ -16,7 +17,6 @@ by tokenizer), so memory peaks at one ~1.2 GB model.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +25,10 @@ import rasterio
 import torch
 
 from terramind_qgis.models import catalogue
+from terramind_qgis.models.build import load_tokenizer
 from terramind_qgis.models.errors import ConfigError
 from terramind_qgis.models.modalities import get_modality
 from terramind_qgis.models.tokenizers import DDIMScheduler, DiVAE, VQVAE, build_tokenizer
-from terramind_qgis.models.weights.untrained import deterministic_state_dict
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDENS = REPO / "tests" / "goldens" / "tokenizers"
@@ -41,6 +41,7 @@ ALL_IDS = list(META["tokenizers"])
 DIVAE_IDS = [i for i in ALL_IDS if META["tokenizers"][i]["class"] == "DiVAE"]
 LULC_ID = "terramind_v1_tokenizer_lulc"
 DEM_ID = META["ddim_steps"]["tokenizer"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def golden(name: str) -> dict[str, np.ndarray]:
@@ -82,21 +83,8 @@ def example_input(model_id: str) -> torch.Tensor:
 
 
 def filled_tokenizer(model_id: str) -> DiVAE | VQVAE:
-    with torch.device("meta"):
-        tok = build_tokenizer(catalogue.get(model_id).config)
-    shapes = {k: (tuple(v.shape), v.dtype) for k, v in tok.state_dict().items()}
-    tok.load_state_dict(deterministic_state_dict(shapes), strict=True, assign=True)
-    return tok.eval()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Run this module's torch ops on one thread: on the shared 2-core machine, two OpenMP threads
-    competing with other processes were 2-4x slower than one (results agree within the tolerance)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    """The tokenizer as users load it (``models/build.py``), with the deterministic untrained fill."""
+    return load_tokenizer(model_id, untrained=True)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,10 @@ Job (JSON object)::
      "precision": "fp32" | "bf16" | "fp16"}
 
 ``bands`` are 1-based band numbers of the file, listed in the model's band order (null: the file's
-bands as they are). Events (one JSON object per line, key ``event``):
+bands as they are). ``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
+or ``"onnx"``; left out, a ``model.weights`` file ending in ``.onnx`` (an export of
+``models/backends/onnx_export.py``) selects ONNX Runtime, which needs no torch
+(models/backends/tasks.py). Events (one JSON object per line, key ``event``):
 
 - ``{"event": "progress", "percent": 0-100}``
 - ``{"event": "info", "message": "..."}`` / ``{"event": "warning", "message": "..."}``

@@ -38,7 +38,8 @@ from .layers import check_input
 from .planning import destination, layer_name, read_extent
 
 RAW_INPUTS = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")  # what fine-tuned backbones read
-MODEL_FILTER = "Fine-tuned models (*.ckpt *.pt *.pth *.safetensors *.json);;All files (*.*)"
+MODEL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json", ".onnx")
+MODEL_FILTER = "Fine-tuned models (*.ckpt *.pt *.pth *.safetensors *.json *.onnx);;All files (*.*)"
 CLASS_FIELD, NAME_FIELD = "class", "class_name"
 
 
@@ -94,9 +95,11 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
             "Runs a TerraMind segmentation model fine-tuned with TerraTorch (e.g. the IBM Sen1Floods11 flood or "
             "burn-scar models) over your rasters, tile by tile with blended logits.\n\n"
             "<b>Model file</b>: the Lightning checkpoint (.ckpt) TerraTorch wrote, a state dict (.pt, .safetensors), "
-            "or a model card (.json) exported by this plugin. <b>Config</b>: the TerraTorch YAML the model was "
+            "a model card (.json) exported by this plugin, or an ONNX export (.onnx, run by ONNX Runtime without "
+            "torch; made with <i>python -m terramind_qgis.models.backends.onnx_export</i>). <b>Config</b>: the TerraTorch YAML the model was "
             "trained with; it gives the inputs, bands, standardisation (means/stds, no_data_replace) and class names. "
-            "It may be left empty for a .ckpt (its hyper-parameters are used) and is ignored for a model card. "
+            "It may be left empty for a .ckpt (its hyper-parameters are used) and is ignored for a model card or an "
+            "ONNX file, which describe themselves. "
             "Anything in the config this plugin does not support is named in one message.\n"
             "<b>Inputs</b>: give a layer for every modality the model reads (e.g. S2L1C and S1GRD for Sen1Floods11), "
             "in raw units; band mappings pick the layer's bands in the model's order (e.g. the six HLS bands of a "
@@ -146,9 +149,9 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         return path
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
-        model_file = self._file(parameters, self.MODEL_FILE, context, (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json"))
+        model_file = self._file(parameters, self.MODEL_FILE, context, MODEL_SUFFIXES)
         if model_file is None:
-            raise ConfigError(f"{self.MODEL_FILE}: choose the fine-tuned model file (.ckpt, .pt, .safetensors or .json)")
+            raise ConfigError(f"{self.MODEL_FILE}: choose the fine-tuned model file (.ckpt, .pt, .safetensors, .json or .onnx)")
         config = self._file(parameters, self.CONFIG, context, (".yaml", ".yml"))
         inputs = []
         for modality, key in self.INPUT_PARAMS.items():

@@ -112,9 +112,11 @@ def run_job_file(job_path: str, progress: WorkerProgress) -> int:
                 )
             entry = TASKS[job.task]
             request = entry.validate(job)
+            from ..backends.tasks import job_backend, select_onnx_device
             from .device import select_device
 
-            device = select_device(job.device, job.precision)
+            select = select_onnx_device if job_backend(job) == "onnx" else select_device
+            device = select(job.device, job.precision)
         except CancelledError as e:
             _close(request)
             return _fail(progress, e, EXIT_CANCELLED)

@@ -105,3 +105,21 @@ def test_missing_modality_is_named(terramind_provider, flood_ckpt, example, tmp_
 def test_model_file_is_required_and_checked(terramind_provider, example, tmp_path):
     with pytest.raises(QgsProcessingException, match="MODEL_FILE: '.*missing.ckpt' does not exist"):
         processing.run(ALG, _params(str(tmp_path / "missing.ckpt"), example, tmp_path))
+
+
+def test_onnx_export_runs_and_matches_the_checkpoint(terramind_provider, flood_ckpt, example, tmp_path, worker_python):
+    """The same model exported to .onnx (ONNX Runtime in the worker) gives the checkpoint's classes."""
+    onnx_path = tmp_path / "flood_tiny.onnx"
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO / ".pluginpath")}
+    subprocess.run([worker_python, "-m", "terramind_qgis.models.backends.onnx_export", "segmentation", flood_ckpt,
+                    "--config", str(CONFIG), "--out", str(onnx_path)], check=True, capture_output=True, env=env,
+                   timeout=300)  # fmt: skip
+    torch_run = processing.run(ALG, _params(flood_ckpt, example, tmp_path / "t",
+                                            OUTPUT_PROBABILITIES=str(tmp_path / "t_prob.tif")))  # fmt: skip
+    onnx_run = processing.run(ALG, {**_params(str(onnx_path), example, tmp_path / "o",
+                                              OUTPUT_PROBABILITIES=str(tmp_path / "o_prob.tif")), "CONFIG": None})
+    assert raster_facts(onnx_run["OUTPUT"])["categories"][:2] == ["Others", "Flood"]
+    p_torch, p_onnx = read_array(torch_run["OUTPUT_PROBABILITIES"]), read_array(onnx_run["OUTPUT_PROBABILITIES"])
+    assert np.abs(p_onnx - p_torch).max() <= 1e-4
+    decided = np.abs(p_torch[0] - p_torch[1]) >= 1e-4
+    assert np.array_equal(read_array(onnx_run["OUTPUT"])[decided], read_array(torch_run["OUTPUT"])[decided])

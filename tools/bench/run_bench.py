@@ -7,7 +7,9 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
 2. ``bench_terramind.py`` — tiny and base token generation per 224² patch (S2L2A → S1GRD);
 3. ``bench_tiled.py`` — tiled generation over 1024² and 4096² rasters (crop 224, stride 192 /
    overlap 32) with the worker's peak RSS, next to terratorch's ``tiled_inference``;
-4. ``bench_segmentation.py`` — fine-tuned Sen1Floods11 segmentation throughput (tiny, base; 1024²).
+4. ``bench_segmentation.py`` — fine-tuned Sen1Floods11 segmentation throughput (tiny, base; 1024²);
+5. ``bench_onnx.py`` — torch fp32 vs ONNX Runtime per 224² tile (segmentation tiny/base, S2L2A
+   tokenizer encoder), with the deviation measured.
 
 Each writes ``bench-results/<name>.json``; this script adds ``bench-results/environment.json`` (CPU,
 threads, versions) and ``bench-results/SUMMARY.md``. The reference side needs the terratorch venv
@@ -60,7 +62,7 @@ def environment() -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results")
-    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation")
+    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx")
     p.add_argument("--tiled-sizes", nargs="+", default=["1024", "4096"])
     args = p.parse_args()
     out = (REPO / args.out).resolve()
@@ -77,6 +79,7 @@ def main() -> int:
                    "--out", str(out / "tiled.json"), *no_ref], False),
         "segmentation": (["tools/bench/bench_segmentation.py", "--out", str(out / "segmentation.json"), *no_ref],
                          False),
+        "onnx": (["tools/bench/bench_onnx.py", "--out", str(out / "onnx.json")], False),
     }
     (out / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
     done = []

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ...backends.tasks import job_backend, load_onnx_tokenizer, onnx_reconstruct_predictor, onnx_tokenizer_spec
 from ...catalogue import ModelSpec
 from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
 from ...errors import ConfigError
@@ -65,7 +66,7 @@ def validate(job: Job) -> ReconstructRequest:
     modality = get_modality(str(name))
     if modality.name not in job.inputs:
         raise ConfigError(f"parameter 'modality' is {modality.name} but the job has no input '{modality.name}'")
-    spec = common.load_catalogue(job)
+    spec = onnx_tokenizer_spec(job) if job_backend(job) == "onnx" else common.load_catalogue(job)
     if spec.kind != "tokenizer":
         raise ConfigError(f"model '{spec.id}' is not a tokenizer; reconstruct needs a tokenizer model id")
     if spec.modality != modality.name:
@@ -158,15 +159,19 @@ def _predictor(req: ReconstructRequest, tok: Any, ctx: RunContext, tile: int):  
 
 def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
     """Run the reconstruction; returns the result event's ``outputs`` and ``metrics``."""
-    from ... import build
-
     job, m, grid, stack = req.job, req.modality, req.grid, req.stack
     try:
         common.report_grid(ctx.progress, grid, stack)
         plan = common.make_plan(job, grid)
         ctx.progress.info(f"loading {req.spec.id}" + (" (UNTRAINED weights, testing only)" if job.model.untrained else ""))
-        tok = build.load_tokenizer(job.model.id, weights=job.model.weights, untrained=job.model.untrained,
-                                   device=ctx.device.device, progress=ctx.progress)  # fmt: skip
+        onnx = job_backend(job) == "onnx"
+        if onnx:  # an exported .onnx tokenizer: onnxruntime, no torch
+            tok = load_onnx_tokenizer(job, ctx.device.device)
+        else:
+            from ... import build
+
+            tok = build.load_tokenizer(job.model.id, weights=job.model.weights, untrained=job.model.untrained,
+                                       device=ctx.device.device, progress=ctx.progress)  # fmt: skip
         outputs = _open_outputs(req, grid, ctx, tok)
         metrics = ReconstructionMetrics(m.band_labels, m.categorical)
 
@@ -181,7 +186,8 @@ def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
                 diff = (rec != target).astype(np.float32) if m.categorical else rec - target
                 outputs.writers["difference"].write(rel.row, rel.col, diff, rel.valid)
 
-        predict = _predictor(req, tok, ctx, plan.tile_size)
+        predictor = onnx_reconstruct_predictor if onnx else _predictor
+        predict = predictor(req, tok, ctx, plan.tile_size)
         heads = {"reconstruction": len(m.classes) if m.categorical else m.num_bands}
         stats = run_tiled(stack, plan, heads, predict, finish, batch_size=job.tiling.batch_size,
                           progress=ScaledProgress(ctx.progress, 2.0, 99.0))  # fmt: skip

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ... import catalogue
+from ...backends.tasks import describe_onnx_segmentation, job_backend, load_onnx_segmentation, onnx_segment_predictor
 from ...catalogue import ModelSpec
 from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
 from ...errors import ConfigError
@@ -97,15 +99,18 @@ def open_model_inputs(job: Job, config: Any) -> tuple[WorkingGrid, InputStack]:
 
 def validate(job: Job) -> SegmentRequest:
     """Check the job and read the model's description (no weights are loaded)."""
-    from ...segmentation.checkpoint import describe_model_file
-
     if not job.model.weights:
         raise ConfigError("segment needs the fine-tuned model file (model.weights: a .ckpt, .pt, .safetensors or card .json)")
     if job.model.untrained:
         raise ConfigError("segment runs your fine-tuned weights; untrained weights are not available for it")
     params = job.params
     config_path = params.get("config") or None
-    config = describe_model_file(job.model.weights, config_path)
+    if job_backend(job) == "onnx":
+        config = describe_onnx_segmentation(job)
+    else:
+        from ...segmentation.checkpoint import describe_model_file
+
+        config = describe_model_file(job.model.weights, config_path)
     if config.num_classes > MAX_CLASSES - 1:
         raise ConfigError(f"the model has {config.num_classes} classes; class rasters hold at most {MAX_CLASSES - 1}")
     probabilities = bool(params.get("probabilities", "probabilities" in job.outputs))
@@ -120,10 +125,8 @@ def validate(job: Job) -> SegmentRequest:
 
 
 def _spec_for_tags(req: SegmentRequest, model: Any) -> ModelSpec:
-    from ...segmentation.model import backbone_config
-
     return ModelSpec(id=model.provenance.model_id, kind="terramind", title="fine-tuned segmentation model",
-                     config=backbone_config(req.config), weights=None, official=False)  # fmt: skip
+                     config=catalogue.get(req.config.catalogue_id).config, weights=None, official=False)  # fmt: skip
 
 
 def _tagged(req: SegmentRequest, model: Any, spec: OutputRaster, ctx: RunContext) -> OutputRaster:
@@ -167,8 +170,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def run(req: SegmentRequest, ctx: RunContext) -> dict[str, Any]:
     """Segment the inputs; returns the result event's ``outputs`` and ``metrics`` (pixels per class)."""
-    from ...segmentation.checkpoint import load_segmentation_model
-
     job, grid, stack, cfg = req.job, req.grid, req.stack, req.config
     try:
         common.report_grid(ctx.progress, grid, stack)
@@ -176,8 +177,15 @@ def run(req: SegmentRequest, ctx: RunContext) -> dict[str, Any]:
             ctx.progress.warn(f"the model does not read {', '.join(req.unused_inputs)}; those layers are ignored")
         ctx.progress.info(f"loading the fine-tuned model {job.model.weights} ({cfg.backbone}, {cfg.decoder}, "
                           f"{cfg.num_classes} classes, inputs {', '.join(s.name for s in cfg.inputs)})")  # fmt: skip
-        model = load_segmentation_model(job.model.weights, req.config_path, classes=req.classes, device=ctx.device.device)
-        model.weights_source = {"model": model.provenance.checkpoint}  # type: ignore[assignment]
+        onnx = job_backend(job) == "onnx"
+        if onnx:  # an exported .onnx file: onnxruntime, no torch; keeps its source checkpoint's provenance
+            model = load_onnx_segmentation(job, ctx.device.device, req.classes)
+        else:
+            from ...segmentation.checkpoint import load_segmentation_model
+
+            model = load_segmentation_model(job.model.weights, req.config_path, classes=req.classes,
+                                            device=ctx.device.device)  # fmt: skip
+            model.weights_source = {"model": model.provenance.checkpoint}  # type: ignore[assignment]
         for note in model.config.notes:
             ctx.progress.warn(note)
         if model.is_stochastic:
@@ -199,7 +207,8 @@ def run(req: SegmentRequest, ctx: RunContext) -> dict[str, Any]:
                 ctx.outputs.writers["probabilities"].write(rel.row, rel.col, softmax(logits), rel.valid)
 
         plan = common.make_plan(job, grid, group_width=2048 if cfg.num_classes <= 16 else 1024)
-        stats = run_tiled(stack, plan, {"logits": cfg.num_classes}, _predictor(req, model, ctx), finish,
+        predict = onnx_segment_predictor(req, model, ctx) if onnx else _predictor(req, model, ctx)
+        stats = run_tiled(stack, plan, {"logits": cfg.num_classes}, predict, finish,
                           batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0))  # fmt: skip
         paths = ctx.outputs.commit()
     finally:

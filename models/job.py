@@ -8,7 +8,7 @@ The same entry point is the headless command line (``--help`` there).
 Job (JSON object)::
 
     {"protocol": 1,
-     "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe",
+     "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe" | "download" | "export_onnx",
      "inputs":  {"<MODALITY or role>": {"path": "...", "bands": [1, 2, ...] | null,
                                         "nodata": <number> | null, "name": "layer name"}},
      "outputs": {"<output key>": "<path of the GeoTIFF to write>"},
@@ -25,7 +25,22 @@ Job (JSON object)::
 bands as they are). ``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
 or ``"onnx"``; left out, a ``model.weights`` file ending in ``.onnx`` (an export of
 ``models/backends/onnx_export.py``) selects ONNX Runtime, which needs no torch
-(models/backends/tasks.py). Events (one JSON object per line, key ``event``):
+(models/backends/tasks.py).
+
+Tasks without input rasters (``inputs`` empty, ``tiling``/``extent`` unused):
+
+- ``download`` (added in protocol 1, additively): ``params.models`` (catalogue ids; a TerraMind id
+  brings its tokenizers, or those of ``params.tokenizers``: a list of modalities) and optional
+  ``params.folder`` that receives each file under its official file name (the layout ``weights``
+  accepts as a folder); result ``metrics.files``: model id, repo, revision, path, bytes, sha256 per
+  file (models/worker/tasks/download.py).
+- ``export_onnx`` (added in protocol 1, additively): a fine-tuned segmentation model
+  (``model.weights`` + ``params.config``) or a tokenizer (``model.id`` + ``model.weights``) to the
+  ``.onnx`` file ``outputs.model`` (a tokenizer's decoder graph to ``outputs.decoder``, by default
+  ``onnx_decoder_path(outputs.model)``) for ``tiling.tile_size``; result ``metrics.export_check``:
+  the deviation from torch the exporter measured (models/worker/tasks/export_onnx.py).
+
+Events (one JSON object per line, key ``event``):
 
 - ``{"event": "progress", "percent": 0-100}``
 - ``{"event": "info", "message": "..."}`` / ``{"event": "warning", "message": "..."}``
@@ -40,13 +55,14 @@ worker removes its partial files, and the QGIS side removes any left by a killed
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
 PROTOCOL_VERSION = 1
-TASKS = ("reconstruct", "generate", "segment", "map_water", "describe")
+TASKS = ("reconstruct", "generate", "segment", "map_water", "describe", "download", "export_onnx")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -169,3 +185,13 @@ def parse_event(line: str) -> dict[str, Any] | None:
 def partial_glob(output_path: str) -> str:
     """Glob pattern of the partial files a worker may leave for ``output_path``."""
     return f"{output_path}.partial-*"
+
+
+def onnx_decoder_path(model_path: str) -> str:
+    """Where task ``export_onnx`` writes a tokenizer's decoder graph unless the job says otherwise:
+    next to the encoder file ``<name>.onnx``, as ``<name>.decoder.onnx`` (``x.encoder.onnx`` →
+    ``x.decoder.onnx``). Both sides use it: the QGIS side to clean up after a killed worker."""
+    folder, name = os.path.split(model_path)
+    stem = name[: -len(".onnx")] if name.lower().endswith(".onnx") else name
+    stem = stem[: -len(".encoder")] if stem.lower().endswith(".encoder") else stem
+    return os.path.join(folder, f"{stem}.decoder.onnx")

@@ -35,6 +35,9 @@ class TerraMindPlugin:
         entries = (
             ("Generate modalities…", lambda: self._open("terramind:generatemodalities")),
             ("Reconstruct with tokenizer…", lambda: self._open("terramind:reconstructwithtokenizer")),
+            ("Segment with fine-tuned model…", lambda: self._open("terramind:segmentwithfinetunedmodel")),
+            ("Map water (zero-shot)…", lambda: self._open("terramind:mapwaterzeroshot")),
+            ("Set up the Python environment…", lambda: self._open("terramind:setupenvironment")),
             ("Settings…", self._settings),
         )
         for text, slot in entries:

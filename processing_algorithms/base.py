@@ -38,7 +38,8 @@ ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "te
 
 @dataclass(frozen=True)
 class OutputTarget:
-    """One raster the worker writes: Processing's parameter key, the file, its style and layer name."""
+    """One file the worker writes: Processing's parameter key, the file, its style and layer name
+    (rasters; other files, such as ONNX graphs, have no style and are not loaded as layers)."""
 
     param: str
     path: str
@@ -51,7 +52,7 @@ class RunPlan:
     """Everything a run needs, read from the parameters and checked."""
 
     task: str
-    inputs: list[layers.LayerInput]
+    inputs: list[layers.LayerInput]  # may be empty (tasks that read no layer: download, export_onnx)
     outputs: dict[str, OutputTarget]  # worker output key -> target
     model: ModelRequest
     params: dict[str, Any]
@@ -116,13 +117,13 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
             feedback.reportError(str(e))
             raise QgsProcessingException(str(e)) from None
         except TerraMindError as e:
-            QgsMessageLog.logMessage(str(e), LOG_TAG, Qgis.MessageLevel.Critical)
+            QgsMessageLog.logMessage(str(e), LOG_TAG, Qgis.MessageLevel.Warning)
             if plan is not None:
                 styling.forget_outputs(context, [t.path for t in plan.outputs.values()])
             raise QgsProcessingException(str(e)) from None
 
     def _job(self, plan: RunPlan, tmp: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> Job:
-        first_crs = plan.inputs[0].layer.crs()
+        first_crs = plan.inputs[0].layer.crs() if plan.inputs else None  # tasks without layers: download, export
         inputs = {}
         for item in plan.inputs:
             path = layers.local_file(item.layer)

@@ -27,9 +27,10 @@ ENV_VAR = "TERRAMIND_PYTHON"
 SETTINGS_KEY = "terramind/python"
 REQUIRED_MODULES = ("torch", "numpy", "rasterio", "safetensors", "huggingface_hub")
 HOW_TO = (
-    "Create a Python environment with the plugin's requirements (README, section 'The worker environment': "
-    "python3 -m venv ~/terramind-env && ~/terramind-env/bin/pip install -r requirements.txt in the plugin folder), "
-    f"then choose its interpreter in Plugins > TerraMind > Settings or set the environment variable {ENV_VAR}."
+    "Run the algorithm 'TerraMind > Environment > Set up the Python environment' (qgis_process: "
+    "terramind:setupenvironment), or create one yourself (README, section 'The worker environment': "
+    "python3 -m venv ~/terramind-env && ~/terramind-env/bin/pip install -r requirements.txt in the plugin folder) "
+    f"and choose its interpreter in Plugins > TerraMind > Settings or set the environment variable {ENV_VAR}."
 )
 # Variables QGIS sets for its own GDAL/PROJ/Python that break the worker's (pip wheels bring their own).
 DROPPED_VARIABLES = ("PYTHONHOME", "PYTHONPATH", "PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "GDAL_DRIVER_PATH")
@@ -59,7 +60,7 @@ def package_name() -> str:
     return __name__.split(".")[0]
 
 
-def _venv_python(folder: str) -> str:
+def venv_python(folder: str) -> str:
     return os.path.join(folder, "Scripts", "python.exe") if sys.platform == "win32" else os.path.join(folder, "bin", "python")
 
 
@@ -77,7 +78,7 @@ def find_interpreter() -> Interpreter:
                     f"executable. {HOW_TO}"
                 )
             return Interpreter(path, source)
-    checkout = _venv_python(os.path.join(plugin_dir(), ".venv"))
+    checkout = venv_python(os.path.join(plugin_dir(), ".venv"))
     if os.path.isfile(checkout):
         return Interpreter(checkout, "the plugin folder's .venv")
     raise BackendUnavailableError(f"TerraMind has no Python environment to run its models in. {HOW_TO}")

@@ -47,7 +47,8 @@ TOP_K = "TOP_K"
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_TIMESTEPS = 10  # the IBM/terramind notebooks' value; the reference's own default is 50
-CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.ckpt);;All files (*.*)"
+# "All files (*)", not "(*.*)": Processing then also accepts a folder (or a file without an extension) as WEIGHTS.
+CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.ckpt *.onnx);;All files (*)"
 
 
 def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
@@ -65,17 +66,23 @@ def enum_param(name: str, description: str, options: list[str], default, *, mult
     return param
 
 
-def model_param(kind: str, description: str, *, default: str | None, optional: bool = False,
-                modality: str | None = None) -> QgsProcessingParameterEnum:
-    """The catalogue entries of one kind (official ids first, then custom cards from TERRAMIND_CATALOGUE_PATH)."""
+def catalogue_ids(kind: str | None = None, *, modality: str | None = None, with_weights: bool = False) -> list[str]:
+    """Catalogue ids (official first, then custom cards from TERRAMIND_CATALOGUE_PATH, sorted); optionally
+    only one kind, one modality's tokenizers, or entries with a published weights source."""
     try:
         specs = catalogue.all_specs(kind)
     except ConfigError as e:  # a broken custom card must not break the provider: list what loaded
         QgsMessageLog.logMessage(f"TERRAMIND_CATALOGUE_PATH: {e}", LOG_TAG, Qgis.MessageLevel.Warning)
         specs = catalogue.all_specs(kind)  # the folder is marked as read: this returns what is registered
-    specs = [s for s in specs if modality is None or s.modality in (None, modality)]
-    ids = [s.id for s in specs if s.official] + sorted(s.id for s in specs if not s.official)
-    return enum_param(MODEL, description, ids, default, optional=optional)
+    specs = [s for s in specs if (modality is None or s.modality in (None, modality))
+             and (not with_weights or s.weights is not None)]  # fmt: skip
+    return [s.id for s in specs if s.official] + sorted(s.id for s in specs if not s.official)
+
+
+def model_param(kind: str, description: str, *, default: str | None, optional: bool = False,
+                modality: str | None = None) -> QgsProcessingParameterEnum:
+    """The catalogue entries of one kind (official ids first, then custom cards from TERRAMIND_CATALOGUE_PATH)."""
+    return enum_param(MODEL, description, catalogue_ids(kind, modality=modality), default, optional=optional)
 
 
 def timesteps_param(default: int = DEFAULT_TIMESTEPS) -> QgsProcessingParameterNumber:

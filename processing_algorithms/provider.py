@@ -6,13 +6,16 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .base import ICON
+from .download_models import DownloadModelsAlgorithm
+from .export_model_to_onnx import ExportModelToOnnxAlgorithm
 from .generate_modalities import GenerateModalitiesAlgorithm
 from .map_water_zero_shot import MapWaterZeroShotAlgorithm
 from .reconstruct_with_tokenizer import ReconstructWithTokenizerAlgorithm
 from .segment_with_finetuned_model import SegmentWithFinetunedModelAlgorithm
+from .set_up_environment import SetUpEnvironmentAlgorithm
 
 ALGORITHMS = (ReconstructWithTokenizerAlgorithm, GenerateModalitiesAlgorithm, SegmentWithFinetunedModelAlgorithm,
-              MapWaterZeroShotAlgorithm)
+              MapWaterZeroShotAlgorithm, SetUpEnvironmentAlgorithm, DownloadModelsAlgorithm, ExportModelToOnnxAlgorithm)
 
 
 class TerraMindProvider(QgsProcessingProvider):

@@ -63,7 +63,7 @@ def remove_job_files(job: Job, before: dict[str, float | None]) -> list[str]:
     return removed
 
 
-def _pump(stream, sink: queue.Queue) -> None:
+def pump_lines(stream, sink: queue.Queue) -> None:
     for line in stream:
         sink.put(line)
     sink.put(None)
@@ -89,7 +89,7 @@ class _StderrTail:
         self._thread.join(timeout=2)
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_process(proc: subprocess.Popen) -> None:
     """Terminate the worker (it removes its partial files), kill it if it does not exit in time."""
     if proc.poll() is not None:
         return
@@ -130,7 +130,7 @@ def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback)
         shutil.rmtree(workdir, ignore_errors=True)
         raise WorkerError(f"could not start the TerraMind worker '{interpreter.path}': {e}") from None
     lines: queue.Queue = queue.Queue()
-    pump = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+    pump = threading.Thread(target=pump_lines, args=(proc.stdout, lines), daemon=True)
     pump.start()
     stderr = _StderrTail(proc.stderr)
     result: dict[str, Any] | None = None
@@ -139,7 +139,7 @@ def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback)
         while True:
             if feedback.isCanceled():
                 started = time.monotonic()
-                _stop(proc)
+                stop_process(proc)
                 removed = remove_job_files(job, before)
                 feedback.pushInfo(f"Worker stopped {time.monotonic() - started:.1f} s after the cancel request; "
                                   f"removed {len(removed)} unfinished file(s).")
@@ -163,7 +163,7 @@ def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback)
         code = proc.wait()
     finally:
         if proc.poll() is None:
-            _stop(proc)
+            stop_process(proc)
         pump.join(timeout=2)
         stderr.join()
         for stream in (proc.stdout, proc.stderr):

@@ -9,7 +9,7 @@
   ``<id>.encoder.onnx`` (``image (B, C, H, W)`` standardized, LULC one-hot → ``latents``,
   ``quant (B, L, h, w)``, ``tokens (B, h, w)`` int32) and ``<id>.decoder.onnx``: the DiVAE
   denoiser (``sample (B, C, H, W)``, ``timestep (1,)`` int64, ``quant`` → ``x0``) or the LULC
-  decoder (``quant`` → ``logits (B, K, H, W)``).
+  decoder (``quant`` → ``logits (B, K, H, W)``); ``file_names`` chooses other names.
 
 Graphs have a dynamic batch axis and a fixed image size: the models compute paddings, positional
 table resizing and patch grids from the size in Python, which tracing freezes, so one export serves
@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from ..errors import BackendUnavailableError, ConfigError, TerraMindError
+from ..progress import NullProgress, Progress
 from .onnx_card import (
     CARD_FORMAT, CARD_KEY, CARD_VERSION, DIVAE_DENOISER, SEGMENTATION, TOKENIZER_ENCODER, VQVAE_DECODER, PathLike,
     io_entry, plugin_version,
@@ -224,12 +225,17 @@ def export_tokenizer(
     model_id: str | None = None,
     source_file: PathLike | None = None,
     opset: int = DEFAULT_OPSET,
+    file_names: tuple[str, str] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<id>.encoder.onnx`` and ``<id>.decoder.onnx`` for a loaded tokenizer; returns both paths.
 
     ``source_file``: the weights file it was loaded from (its SHA-256 goes into the card);
     defaults to ``tokenizer.weights_source['model']`` when that is a local file.
+    ``file_names``: (encoder, decoder) file names in ``folder`` instead of the default ones (each
+    card names the other file). ``progress`` hears which graph is being exported (0-50-100 %).
     """
+    progress = progress or NullProgress()
     from .. import catalogue
     from ..modalities import get_modality
 
@@ -241,7 +247,10 @@ def export_tokenizer(
     c, latent = cfg.in_channels, cfg.latent_dim
     modality = get_modality(str(spec.modality))
     source = str(source_file) if source_file else str((getattr(tokenizer, "weights_source", None) or {}).get("model", ""))
-    files = {"encoder": f"{model_id}.encoder.onnx", "decoder": f"{model_id}.decoder.onnx"}
+    encoder_name, decoder_name = file_names or (f"{model_id}.encoder.onnx", f"{model_id}.decoder.onnx")
+    if encoder_name == decoder_name or Path(encoder_name).name != encoder_name or Path(decoder_name).name != decoder_name:
+        raise ConfigError(f"the encoder and decoder need two different file names in one folder, got {file_names}")
+    files = {"encoder": encoder_name, "decoder": decoder_name}
     base = _common_card(TOKENIZER_ENCODER, model_id, spec.title, [], [], opset)
     base.update(
         spec=spec.to_dict(), kind=kind, modality=modality.name, bands=list(modality.bands),
@@ -252,6 +261,7 @@ def export_tokenizer(
         source={"checkpoint": source or None, "sha256": _sha256(source)},
     )  # fmt: skip
 
+    progress.info(f"exporting the encoder graph of '{model_id}' ({files['encoder']})")
     encoder = TokenizerEncoderGraph(tokenizer)
     device = _device(tokenizer)
     x = _example((EXPORT_BATCH, c, h, w), CHECK_SEED, device)
@@ -264,6 +274,8 @@ def export_tokenizer(
                 "export_check": _check_against_torch(encoder, (x,), enc_bytes, list(ENCODER_OUTPUTS))}  # fmt: skip
     enc_path = _write(enc_bytes, enc_card, out / files["encoder"])
     del enc_bytes  # one graph in memory at a time
+    progress.set_progress(50.0)
+    progress.info(f"exporting the decoder graph of '{model_id}' ({files['decoder']})")
 
     with torch.no_grad():
         quant = encoder(x)[1]  # (B, L, h, w)
@@ -284,7 +296,9 @@ def export_tokenizer(
     dec_bytes = _trace(decoder, args, names, out_name, opset)
     dec_card = {**base, **extra, "companion": files["encoder"], "inputs": inputs, "outputs": outputs,
                 "export_check": _check_against_torch(decoder, args, dec_bytes, out_name)}  # fmt: skip
-    return enc_path, _write(dec_bytes, dec_card, out / files["decoder"])
+    dec_path = _write(dec_bytes, dec_card, out / files["decoder"])
+    progress.set_progress(100.0)
+    return enc_path, dec_path
 
 
 # ----------------------------------------------------------------------------- command line

@@ -38,7 +38,9 @@ def test_plugin_registers_and_removes_the_provider(qgis_iface, without_session_p
     provider = registry.providerById("terramind")
     assert provider is not None and provider is plugin.provider
     assert {"terramind:reconstructwithtokenizer", "terramind:generatemodalities"} <= {a.id() for a in provider.algorithms()}
-    assert [a.text() for a in plugin.actions] == ["Generate modalities…", "Reconstruct with tokenizer…", "Settings…"]
+    assert [a.text() for a in plugin.actions] == ["Generate modalities…", "Reconstruct with tokenizer…",
+                                                "Segment with fine-tuned model…", "Map water (zero-shot)…",
+                                                "Set up the Python environment…", "Settings…"]
     plugin.unload()
     assert registry.providerById("terramind") is None and plugin.actions == []
 

@@ -70,3 +70,17 @@ def test_missing_environment_fails_with_the_how_to(cli_env, example, tmp_path):
     assert "does not exist or is not executable" in done.stdout + done.stderr
     assert "TERRAMIND_PYTHON" in done.stdout + done.stderr
     assert not (tmp_path / "never.tif").exists()
+
+
+def test_worker_error_is_one_error_line_without_traceback(cli_env, tmp_path):
+    """An offline cache miss inside the worker: non-zero exit, one ``ERROR:`` line naming the file, no traceback."""
+    env = dict(cli_env, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-cache"))
+    folder = tmp_path / "offline"
+    done = _qgis_process(env, "run", "terramind:downloadmodels", "--", "MODELS=terramind_v1_tiny", "TOKENIZERS=DEM",
+                         f"FOLDER={folder}")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, done.stderr
+    assert "cannot get weights file 'TerraMind_v1_tiny.pt'" in errors[0] and "HF_HUB_OFFLINE=1" in errors[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not folder.exists() or not any(folder.iterdir())  # nothing half-downloaded left behind

@@ -151,7 +151,8 @@ def test_nothing_is_written_when_validation_fails(terramind_provider, example, t
 
 @pytest.mark.parametrize(("python", "match"), [
     ("/nonexistent/bin/python", r"The TerraMind worker interpreter '/nonexistent/bin/python' \(from the environment "
-                                r"variable TERRAMIND_PYTHON\) does not exist or is not executable\. Create a Python environment"),
+                                r"variable TERRAMIND_PYTHON\) does not exist or is not executable\. Run the algorithm 'TerraMind > "
+                                r"Environment > Set up the Python environment' \(qgis_process: terramind:setupenvironment\)"),
     ("/usr/bin/python3", r"The TerraMind worker interpreter '/usr/bin/python3' .* lacks torch.*TERRAMIND_PYTHON"),
 ])  # fmt: skip
 def test_missing_worker_environment_gives_the_how_to(terramind_provider, example, tmp_path, monkeypatch, python, match):

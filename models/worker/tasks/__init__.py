@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import describe, generate, map_water, reconstruct, segment
+from . import describe, download, export_onnx, generate, map_water, reconstruct, segment
 
 
 class TaskEntry(NamedTuple):
@@ -24,4 +24,6 @@ TASKS: dict[str, TaskEntry] = {
     "describe": TaskEntry(describe.validate, describe.run),
     "segment": TaskEntry(segment.validate, segment.run),
     "map_water": TaskEntry(map_water.validate, map_water.run),
+    "download": TaskEntry(download.validate, download.run),
+    "export_onnx": TaskEntry(export_onnx.validate, export_onnx.run),
 }

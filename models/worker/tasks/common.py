@@ -82,12 +82,17 @@ def read_sampling(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_catalogue(job: Job) -> ModelSpec:
-    """Register the job's extra model-card folders and return its model's entry."""
+def register_cards(job: Job) -> None:
+    """Register the job's extra model-card folders (``model.catalogue_paths``)."""
     for folder in job.model.catalogue_paths:
         if not os.path.isdir(folder):
             raise ConfigError(f"model card folder '{folder}' does not exist")
         catalogue.load_cards(folder)
+
+
+def load_catalogue(job: Job) -> ModelSpec:
+    """Register the job's extra model-card folders and return its model's entry."""
+    register_cards(job)
     return catalogue.get(job.model.id)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -16,22 +15,8 @@ from terramind_qgis.models.errors import CancelledError, ConfigError, DownloadEr
 from terramind_qgis.models.progress import NullProgress
 from terramind_qgis.models.weights import hub
 from terramind_qgis.models.weights.hub import resolve_weights
+from hub_cache import COMMIT, make_hub_cache
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def make_hub_cache(cache: Path, repo_id: str, filename: str, content: bytes, revision: str = "main") -> Path:
-    """Lay out a file like huggingface_hub does: blob + snapshot symlink + refs/<revision>."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    blob.write_bytes(content)
-    snapshot = repo / "snapshots" / COMMIT / filename
-    snapshot.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(os.path.relpath(blob, snapshot.parent), snapshot)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / revision).write_text(COMMIT)
-    return snapshot
 
 
 @pytest.fixture

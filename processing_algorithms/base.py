@@ -133,7 +133,10 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
             provider = item.layer.dataProvider()
             band = (item.bands or (1,))[0]
             nodata = provider.sourceNoDataValue(band) if provider.sourceHasNoDataValue(band) else None
-            inputs[item.modality.name] = InputSpec(path=path, bands=item.bands, nodata=nodata, name=item.layer.name())
+            bands = item.bands
+            if item.rendered:  # exported RGBA: red, green, blue; the alpha band masks nodata
+                bands, nodata = bands or layers.RENDERED_BANDS, None
+            inputs[item.modality.name] = InputSpec(path=path, bands=bands, nodata=nodata, name=item.layer.name())
         for target in plan.outputs.values():
             os.makedirs(os.path.dirname(os.path.abspath(target.path)), exist_ok=True)
         extent = None

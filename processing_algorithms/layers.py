@@ -2,7 +2,10 @@
 
 ``check_input`` raises ``InputRasterError`` naming the layer and its parameter for: an invalid
 layer, no CRS, an empty extent, a band count that does not match the modality (after the band
-mapping), band numbers out of range, and data types the models cannot read (complex, ARGB).
+mapping), band numbers out of range, and data types the models cannot read (complex).
+
+Rendered colour layers (WMS and XYZ tiles: one ARGB band) are red, green and blue for the models,
+so they serve as S2RGB only; they are exported as RGBA GeoTIFFs whose alpha marks nodata.
 
 The worker gets a GDAL-readable file for each layer: local files read by QGIS' GDAL provider are
 passed by path (``local_file``); anything else (WMS/XYZ tiles, VRT, memory or virtual rasters, subdatasets,
@@ -42,6 +45,9 @@ _TYPE_NAMES = ("unknown", "Byte", "UInt16", "Int16", "UInt32", "Int32", "Float32
                "CFloat32", "CFloat64", "ARGB32", "ARGB32_Premultiplied")  # Qgis.DataType order
 MAX_EXPORT_PIXELS = 20000 * 20000
 FALLBACK_RESOLUTION_M = 10.0  # TerraMind's native ground sampling distance
+RENDERED_TYPES = {Qgis.DataType.ARGB32, Qgis.DataType.ARGB32_Premultiplied}
+RENDERED_MODALITY = "S2RGB"  # the one modality whose bands are display colours
+RENDERED_BANDS = (1, 2, 3)  # red, green, blue of the exported RGBA file (band 4: alpha)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,20 @@ class LayerInput:
     def label(self) -> str:
         return f"layer '{self.layer.name()}' ({self.param})"
 
+    @property
+    def rendered(self) -> bool:
+        return is_rendered(self.layer)
+
+
+def is_rendered(layer: QgsRasterLayer) -> bool:
+    """True for a layer of rendered colours (WMS, XYZ tiles), read as red, green and blue."""
+    return layer.bandCount() == 1 and layer.dataProvider().dataType(1) in RENDERED_TYPES
+
+
+def band_count(layer: QgsRasterLayer) -> int:
+    """The bands the models can see in ``layer``: 3 (red, green, blue) for rendered colours."""
+    return len(RENDERED_BANDS) if is_rendered(layer) else layer.bandCount()
+
 
 def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
                 bands: tuple[int, ...] | None = None, *, mapping_param: str | None = None) -> LayerInput:
@@ -68,9 +88,18 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
         raise InputRasterError(f"{label} is not a valid raster layer (source '{layer.source()}')")
     if not layer.crs().isValid():
         raise InputRasterError(f"{label} has no coordinate reference system; assign one in the layer properties")
-    if layer.extent().isEmpty() or layer.width() == 0 or layer.height() == 0:
+    provider = layer.dataProvider()
+    gridded = bool(provider.capabilities() & QgsRasterDataProvider.Capability.Size)  # web services have no grid
+    if layer.extent().isEmpty() or (gridded and (layer.width() == 0 or layer.height() == 0)):
         raise InputRasterError(f"{label} has an empty extent")
-    count = layer.bandCount()
+    rendered = is_rendered(layer)
+    if rendered and modality.name != RENDERED_MODALITY:
+        raise InputRasterError(
+            f"{label} is a rendered colour map (web tiles: red, green, blue), but {modality.name} needs "
+            f"{modality.num_bands} band(s) of {', '.join(modality.band_labels)} in physical units; rendered colours "
+            f"can only be the {RENDERED_MODALITY} input"
+        )
+    count = band_count(layer)
     for b in bands or ():
         if not 1 <= b <= count:
             raise InputRasterError(f"{label} has no band {b}; it has bands 1 to {count}")
@@ -85,13 +114,12 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
             f"{label} has {len(chosen)} band{'s' if len(chosen) != 1 else ''}"
             f"{' selected' if bands else ''}, but {modality.name} needs {modality.num_bands} ({names}); {how}"
         )
-    provider = layer.dataProvider()
-    for b in chosen:
+    for b in () if rendered else chosen:  # rendered colours are exported as Byte
         dtype = provider.dataType(b)
         if dtype not in READABLE_TYPES:
             raise InputRasterError(
                 f"{label} band {b} has data type {_type_name(dtype)}, "
-                "which TerraMind cannot read; expected an integer or floating-point band (not complex or ARGB colour)"
+                "which TerraMind cannot read; expected an integer or floating-point band (not complex)"
             )
     return LayerInput(param, modality, layer, tuple(bands) if bands else None)
 
@@ -149,6 +177,9 @@ def export_layer(item: LayerInput, area: QgsRectangle, path: str, context: QgsPr
     else:  # tiled web services have no native grid: sample at TerraMind's 10 m
         metres = FALLBACK_RESOLUTION_M / 111320.0 if layer.crs().isGeographic() else FALLBACK_RESOLUTION_M
         xres = yres = metres
+        cols, rows = math.ceil(area.width() / xres - 1e-6), math.ceil(area.height() / yres - 1e-6)
+        area = QgsRectangle(area.xMinimum(), area.yMaximum() - rows * yres, area.xMinimum() + cols * xres,
+                            area.yMaximum())  # whole 10 m pixels from the top-left corner
         feedback.pushWarning(f"{item.label} is a web service: its rendered colours are exported at 10 m; "
                              "they are not calibrated reflectance or backscatter")
     cols, rows = max(1, round(area.width() / xres)), max(1, round(area.height() / yres))

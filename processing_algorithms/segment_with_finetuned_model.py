@@ -34,7 +34,7 @@ from ..models.job import ModelRequest
 from ..models.modalities import MODALITIES
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
-from .layers import check_input
+from .layers import band_count, check_input
 from .planning import destination, layer_name, read_extent
 
 RAW_INPUTS = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")  # what fine-tuned backbones read
@@ -159,7 +159,7 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
             if layer is None:
                 continue
             bands = p.read_band_mapping(self, parameters, self.BANDS_PARAMS[modality], context)
-            count = len(bands) if bands else layer.bandCount()
+            count = len(bands) if bands else band_count(layer)
             # The model decides how many bands it reads (band subsets); the worker checks the count.
             any_count = replace(MODALITIES[modality], bands=tuple(f"band {i + 1}" for i in range(count)),
                                 band_labels=tuple(f"band {i + 1}" for i in range(count)))  # fmt: skip

@@ -44,7 +44,7 @@ from . import catalogue
 from .catalogue import ModelSpec
 from .errors import ConfigError
 from .modalities import modality_for_key
-from .progress import NullProgress, Progress
+from .progress import NullProgress, PercentAsMessages, Progress
 from .terramind import TerraMindGeneration, TerraMindTiM, TerraMindViT
 from .terramind.embeddings import embedding_spec
 from .tokenizers import build_tokenizer
@@ -242,7 +242,9 @@ def _fill(
         checkpoint: Checkpoint = untrained_checkpoint(module, mapping)
         source = UNTRAINED_SOURCE
     else:
-        resolved = resolve_weights(spec, weights, progress=progress or NullProgress())
+        # the run's progress bar is for the tiles: a download reports its percentages as messages
+        fetching = PercentAsMessages(progress, f"downloading the weights of '{spec.id}'") if progress else NullProgress()
+        resolved = resolve_weights(spec, weights, progress=fetching)
         if progress is not None:
             progress.info(f"loading {resolved.path.name} for '{spec.id}'")
         checkpoint = read_checkpoint(resolved.path)

@@ -183,8 +183,14 @@ def parse_event(line: str) -> dict[str, Any] | None:
 
 
 def partial_glob(output_path: str) -> str:
-    """Glob pattern of the partial files a worker may leave for ``output_path``."""
+    """Glob pattern of the partial files (and scratch folders) a worker may leave for ``output_path``."""
     return f"{output_path}.partial-*"
+
+
+def blend_scratch_prefix(output_path: str) -> str:
+    """Path prefix of the tiled engine's scratch folder (carry files) for a job whose first output is
+    ``output_path``: on the output's disk rather than a RAM-backed /tmp, and matched by ``partial_glob``."""
+    return f"{output_path}.partial-blend-{os.getpid()}-"
 
 
 def onnx_decoder_path(model_path: str) -> str:

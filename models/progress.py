@@ -62,3 +62,31 @@ def check_cancelled(progress: Progress) -> None:
     """Raise ``CancelledError`` if the caller asked to stop."""
     if progress.is_canceled():
         raise CancelledError("cancelled by the user")
+
+
+class PercentAsMessages:
+    """For a sub-task (a weights download) inside a run whose progress bar belongs to the main work:
+    passes messages and cancellation on, and reports its percentages as an info line every ``step`` %.
+
+    Progress bars only move forward (the QGIS side keeps the highest value), so a download that took
+    the bar to 100 % would freeze it for the rest of the run.
+    """
+
+    def __init__(self, parent: Progress, what: str, step: float = 10.0) -> None:
+        self.parent, self.what, self.step = parent, what, step
+        self._reported = 0.0
+
+    def set_progress(self, percent: float) -> None:
+        reached = int(percent // self.step) * self.step
+        if reached > self._reported:
+            self._reported = reached
+            self.parent.info(f"{self.what}: {reached:.0f} %")
+
+    def info(self, message: str) -> None:
+        self.parent.info(message)
+
+    def warn(self, message: str) -> None:
+        self.parent.warn(message)
+
+    def is_canceled(self) -> bool:
+        return self.parent.is_canceled()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qgis.core import (
@@ -29,7 +29,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..models.errors import CancelledError, TerraMindError
+from ..models.errors import CancelledError, ConfigError, TerraMindError
 from ..models.job import InputSpec, Job, ModelRequest, TilingSpec
 from . import LOG_TAG, environment, layers, styling, worker_client
 
@@ -88,16 +88,22 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
+        # planning resolves destinations, and TEMPORARY_OUTPUT then registers a fresh temporary file to
+        # load; processAlgorithm plans again with the same context, so these would be phantom layers
+        to_load = context.layersToLoadOnCompletion()
         try:
-            self.plan(parameters, context)
+            check_output_paths(self.plan(parameters, context))
         except TerraMindError as e:
             return False, str(e)
+        finally:
+            context.setLayersToLoadOnCompletion(to_load)
         return True, ""
 
     def processAlgorithm(self, parameters: dict, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict:
         plan: RunPlan | None = None
         try:
             plan = self.plan(parameters, context)
+            check_output_paths(plan)
             styling.forget_outputs(context, plan.skipped_outputs)
             interpreter = environment.find_interpreter()
             version = environment.check_interpreter(interpreter)
@@ -128,7 +134,9 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
         for item in plan.inputs:
             path = layers.local_file(item.layer)
             if path is None:
-                area = layers.extent_in_layer_crs(item.layer, plan.extent, first_crs, context)
+                # without EXTENT the work area is the first input: a larger second layer is cut to it
+                work = plan.extent if plan.extent is not None else QgsRectangle(plan.inputs[0].layer.extent())
+                area = layers.extent_in_layer_crs(item.layer, work, first_crs, context)
                 path = layers.export_layer(item, area, os.path.join(tmp, f"{item.modality.name}.tif"), context, feedback)
             provider = item.layer.dataProvider()
             band = (item.bands or (1,))[0]
@@ -136,20 +144,63 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
             bands = item.bands
             if item.rendered:  # exported RGBA: red, green, blue; the alpha band masks nodata
                 bands, nodata = bands or layers.RENDERED_BANDS, None
-            inputs[item.modality.name] = InputSpec(path=path, bands=bands, nodata=nodata, name=item.layer.name())
+            inputs[item.modality.name] = InputSpec(path=os.path.abspath(path), bands=bands, nodata=nodata,
+                                                   name=item.layer.name())
         for target in plan.outputs.values():
-            os.makedirs(os.path.dirname(os.path.abspath(target.path)), exist_ok=True)
+            folder = os.path.dirname(os.path.abspath(target.path))
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"{target.param}: cannot create the folder '{folder}' ({e.strerror or e}); "
+                                  "choose a folder you can write to") from None
         extent = None
         if plan.extent is not None:
             extent = (plan.extent.xMinimum(), plan.extent.yMinimum(), plan.extent.xMaximum(), plan.extent.yMaximum())
         return Job(
             task=plan.task,
             inputs=inputs,
-            outputs={key: t.path for key, t in plan.outputs.items()},
-            model=plan.model,
-            params=plan.params,
+            outputs={key: os.path.abspath(t.path) for key, t in plan.outputs.items()},
+            model=_absolute_model_paths(plan.model),
+            params={k: os.path.abspath(v) if k in PATH_PARAMS and isinstance(v, str) and v else v
+                    for k, v in plan.params.items()},  # fmt: skip
             tiling=plan.tiling,
             extent=extent,
             device=plan.device,
             precision=plan.precision,
         )
+
+
+def check_output_paths(plan: RunPlan) -> None:
+    """Each output gets its own file, and none overwrites an input layer's file."""
+    sources = {}
+    for item in plan.inputs:
+        path = layers.source_path(item.layer)
+        if path:
+            sources[os.path.realpath(path)] = item.label
+    seen: dict[str, str] = {}
+    for target in plan.outputs.values():
+        if not target.path:
+            continue
+        real = os.path.realpath(target.path)
+        if real in sources:
+            raise ConfigError(f"{target.param}: '{target.path}' is the file of input {sources[real]}; "
+                              "writing there would destroy the input: choose another file name")
+        if real in seen:
+            raise ConfigError(f"{target.param} and {seen[real]} are the same file '{target.path}'; "
+                              "give each output its own file name")
+        seen[real] = target.param
+
+
+# Job parameters that are file or folder paths. The worker runs in a temporary folder (so that
+# `python -m` does not import from the user's working directory): every path it gets is absolute,
+# relative ones (qgis_process run from a shell) taken from QGIS's working directory.
+PATH_PARAMS = ("config", "folder")
+
+
+def _absolute_model_paths(model: ModelRequest) -> ModelRequest:
+    return replace(
+        model,
+        weights=os.path.abspath(model.weights) if model.weights else model.weights,
+        tokenizer_weights={k: os.path.abspath(v) for k, v in model.tokenizer_weights.items()},
+        catalogue_paths=tuple(os.path.abspath(c) for c in model.catalogue_paths),
+    )

@@ -33,8 +33,9 @@ from qgis.core import (
     QgsRasterPipe,
     QgsRectangle,
 )
+from qgis.PyQt.QtCore import Qt
 
-from ..models.errors import InputRasterError
+from ..models.errors import CancelledError, InputRasterError
 from ..models.modalities import Modality
 
 READABLE_TYPES = {
@@ -128,9 +129,19 @@ def _type_name(dtype: int) -> str:
     return _TYPE_NAMES[int(dtype)] if 0 <= int(dtype) < len(_TYPE_NAMES) else str(int(dtype))
 
 
+def source_path(layer: QgsRasterLayer) -> str | None:
+    """The file behind a layer read by QGIS's GDAL provider (also a VRT or a subdataset's file), else None."""
+    if layer.providerType() != "gdal":
+        return None
+    path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path", "")
+    return path if path and os.path.isfile(path) else None
+
+
 def local_file(layer: QgsRasterLayer) -> str | None:
     """The local file the worker can read directly, or None if the layer must be exported."""
     if layer.providerType() != "gdal":
+        return None
+    if layer.crs() != layer.dataProvider().crs():  # a CRS assigned in QGIS: the export writes it
         return None
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     path = parts.get("path", "")
@@ -193,8 +204,13 @@ def export_layer(item: LayerInput, area: QgsRectangle, path: str, context: QgsPr
     writer.setOutputFormat("GTiff")
     writer.setCreateOptions(["COMPRESS=DEFLATE", "TILED=YES", "BIGTIFF=IF_SAFER"])
     block_feedback = QgsRasterBlockFeedback()
-    feedback.canceled.connect(block_feedback.cancel)
+    # direct: this runs in Processing's worker thread, which has no event loop for a queued cancel
+    feedback.canceled.connect(block_feedback.cancel, Qt.ConnectionType.DirectConnection)
+    if feedback.isCanceled():
+        raise CancelledError("cancelled by the user")
     err = writer.writeRaster(pipe, cols, rows, area, layer.crs(), context.transformContext(), block_feedback)
+    if feedback.isCanceled():
+        raise CancelledError("cancelled by the user")
     if err != QgsRasterFileWriter.WriterError.NoError or not os.path.isfile(path):
         raise InputRasterError(f"{item.label} could not be exported to a GeoTIFF (QGIS raster writer error {int(err)})")
     return path

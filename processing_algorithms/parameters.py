@@ -120,7 +120,16 @@ def band_mapping_param(name: str, description: str, parent: str) -> QgsProcessin
 
 def read_band_mapping(alg: QgsProcessingAlgorithm, parameters: dict, name: str,
                       context: QgsProcessingContext) -> tuple[int, ...] | None:
-    """The chosen band numbers (1-based), or None for the layer's bands as they are."""
+    """The chosen band numbers (1-based), or None for the layer's bands as they are.
+
+    Also takes one comma- or space-separated string (``BANDS=4,3,2`` from qgis_process or a script),
+    which ``parameterAsInts`` would read as band 0."""
+    value = parameters.get(name)
+    if isinstance(value, str) and value.strip():
+        parts = [v for v in value.replace(",", " ").split() if v]
+        if not all(v.isdigit() for v in parts):
+            raise ConfigError(f"{name}: '{value}' is not a list of band numbers; give e.g. 4,3,2")
+        return tuple(int(v) for v in parts) or None
     return tuple(alg.parameterAsInts(parameters, name, context) or ()) or None
 
 

@@ -77,6 +77,8 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
             self.DIFFERENCE, self.tr("Difference (reconstruction - input)"), optional=True, createByDefault=False))
         self.addOutput(QgsProcessingOutputNumber("PSNR_MEAN", self.tr("PSNR, mean over bands (dB)")))
         self.addOutput(QgsProcessingOutputNumber("MAE_MEAN", self.tr("MAE, mean over bands (raw units)")))
+        self.addOutput(QgsProcessingOutputNumber("ACCURACY", self.tr("Unchanged classes, fraction of the pixels (LULC)")))
+        # PSNR and MAE per band are dictionaries {band: value} in the results (no dictionary output type in QGIS 3.22)
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
         modality = get_modality(self.parameterAsEnumString(parameters, self.MODALITY, context))
@@ -117,6 +119,7 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
         metrics = result.get("metrics", {}) or {}
         psnr, mae = per_band(metrics, "psnr"), per_band(metrics, "mae")
         out[self.PSNR], out[self.MAE] = psnr, mae
+        out["ACCURACY"] = None
         if "accuracy" in metrics:  # class rasters (LULC): fraction of pixels whose class is unchanged
             out["ACCURACY"] = float(metrics["accuracy"])
             feedback.pushInfo(f"Unchanged classes: {100 * out['ACCURACY']:.2f} % of the pixels")

@@ -57,7 +57,10 @@ def remove_job_files(job: Job, before: dict[str, float | None]) -> list[str]:
                 removed.append(path)
     for path in removed:
         try:
-            os.remove(path)
+            if os.path.isdir(path):  # the tiled engine's scratch folder (job.blend_scratch_prefix)
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
         except OSError:
             pass
     return removed

@@ -80,7 +80,9 @@ class _CarryFile:
 class StreamingBlender:
     """Accumulates weighted tile outputs for one column group at a time; see the module docstring."""
 
-    def __init__(self, plan: TilePlan, heads: dict[str, int], batch_size: int, workdir: str | None = None) -> None:
+    def __init__(self, plan: TilePlan, heads: dict[str, int], batch_size: int, scratch: str | None = None) -> None:
+        """``scratch``: path prefix of the folder for the carry files (``job.blend_scratch_prefix``: next to
+        the output, where the QGIS side finds leftovers); None: the system's temporary folder."""
         self.plan, self.heads = plan, dict(heads)
         self.rows = plan.max_rows_in_flight(batch_size)
         # widest group + one tile of spill-over (a merged last group is < group + tile wide too)
@@ -89,7 +91,8 @@ class StreamingBlender:
         self.sums = {k: np.zeros((c, self.rows, self.cols), np.float32) for k, c in self.heads.items()}
         self.weight = np.zeros((self.rows, self.cols), np.float32)  # (R, Wg)
         self.valid = np.zeros((self.rows, self.cols), bool)  # (R, Wg)
-        self._workdir = tempfile.mkdtemp(prefix="terramind-blend-", dir=workdir)
+        folder, prefix = os.path.split(scratch) if scratch else (None, "terramind-blend-")
+        self._workdir = tempfile.mkdtemp(prefix=prefix, dir=folder or None)
         self._k = sum(self.heads.values()) + 2  # carry record channels
         self.group: ColumnGroup | None = None
         self._carry_in: _CarryFile | None = None

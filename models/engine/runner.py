@@ -50,11 +50,14 @@ def run_tiled(
     *,
     batch_size: int,
     progress: Progress,
-    workdir: str | None = None,
+    scratch: str | None = None,
 ) -> TiledRunStats:
-    """Run ``predict`` over every tile of ``plan`` and hand blended blocks to ``finish``."""
+    """Run ``predict`` over every tile of ``plan`` and hand blended blocks to ``finish``.
+
+    ``scratch``: where the blender keeps its carry files (``StreamingBlender``).
+    """
     stats = TiledRunStats(tiles=plan.num_tiles)
-    blender = StreamingBlender(plan, heads, batch_size, workdir)
+    blender = StreamingBlender(plan, heads, batch_size, scratch)
     stats.strip_bytes = blender.nbytes
     span, t_size = plan.batch_row_span(batch_size), plan.tile_size
     by_group: dict[int, list[Tile]] = {g.index: [] for g in plan.groups}

@@ -123,3 +123,18 @@ def test_worker_environment_is_clean(monkeypatch):
     assert env["PYTHONPATH"] == os.path.dirname(environment.plugin_dir())
     assert os.path.isfile(os.path.join(env["PYTHONPATH"], environment.package_name(), "models", "job.py"))
     assert env["PYTHONPATH"] == str(REPO / ".pluginpath")
+
+
+def test_a_killed_workers_scratch_folder_is_removed(qgis_app, out_dir):
+    """A worker killed mid-run leaves its tiled engine's carry folder beside the output: the clean-up takes it."""
+    from terramind_qgis.models.job import blend_scratch_prefix
+
+    job = _job(out_dir, behaviour="crash")
+    before = worker_client._snapshot([])
+    scratch = out_dir / (os.path.basename(blend_scratch_prefix(job.outputs["reconstruction"])) + "x1y2")
+    scratch.mkdir()
+    (scratch / "carry-1.f32").write_bytes(b"\0" * 64)
+    (out_dir / "unrelated.tif.partial-blend-1-z").mkdir()  # another output's: kept
+    removed = worker_client.remove_job_files(job, before)
+    assert removed == [str(scratch)] and not scratch.exists()
+    assert (out_dir / "unrelated.tif.partial-blend-1-z").exists()

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,9 +24,12 @@ from ... import catalogue
 from ...catalogue import ModelSpec
 from ...engine import GeoTiffWriter, InputRaster, InputStack, OutputRaster, TilePlan, WorkingGrid, build_working_grid
 from ...errors import ConfigError, InputRasterError
-from ...job import Job
+from ...job import Job, blend_scratch_prefix
 from ...modalities import MODALITIES, Modality, get_modality
-from ...progress import Progress
+from ...progress import Progress, ScaledProgress
+
+if TYPE_CHECKING:  # context.py imports this module
+    from .context import RunContext
 
 PLUGIN_ROOT = Path(__file__).resolve().parents[3]
 
@@ -256,3 +259,11 @@ def report_grid(progress: Progress, grid: WorkingGrid, stack: InputStack) -> Non
             how = "nearest neighbour" if inp.modality.categorical else "bilinear"
             progress.info(f"layer '{inp.name}' is resampled onto the working grid ({how})")
     progress.info(f"working grid: {grid.width} x {grid.height} pixels of {grid.pixel_size:g} in {grid.crs.to_string()}")
+
+
+def tiled_run_options(job: Job, ctx: RunContext) -> dict[str, Any]:
+    """``run_tiled`` keywords every tiled task shares: the job's batch size, the run's progress from 2 to
+    99 % (loading before, committing after), and the blender's scratch folder next to the first output."""
+    first_output = next(iter(job.outputs.values()))
+    return {"batch_size": job.tiling.batch_size, "progress": ScaledProgress(ctx.progress, 2.0, 99.0),
+            "scratch": blend_scratch_prefix(first_output)}  # fmt: skip

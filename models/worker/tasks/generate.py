@@ -165,7 +165,7 @@ def run(req: GenerateRequest, ctx: RunContext) -> dict[str, Any]:
 
         heads = {m.name: m.output_channels for m in req.outputs}
         stats = run_tiled(stack, plan, heads, _predictor(req, model, ctx), finish,
-                          batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0))  # fmt: skip
+                          **common.tiled_run_options(job, ctx))
         paths = ctx.outputs.commit()
     finally:
         stack.close()

@@ -29,7 +29,6 @@ from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
 from ...errors import ConfigError, UnsupportedModalityError
 from ...job import Job
 from ...modalities import LULC_CLASSES, ClassInfo, get_modality
-from ...progress import ScaledProgress
 from . import common
 from .context import RunContext
 from .generate import generation_predictor
@@ -131,7 +130,7 @@ def run(req: MapWaterRequest, ctx: RunContext) -> dict[str, Any]:
 
         plan = common.make_plan(job, grid)
         stats = run_tiled(stack, plan, {"LULC": lulc_modality.output_channels}, _predictor(req, model, ctx), finish,
-                          batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0))  # fmt: skip
+                          **common.tiled_run_options(job, ctx))
         paths = ctx.outputs.commit()
     finally:
         stack.close()

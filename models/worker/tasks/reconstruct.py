@@ -189,8 +189,7 @@ def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
         predictor = onnx_reconstruct_predictor if onnx else _predictor
         predict = predictor(req, tok, ctx, plan.tile_size)
         heads = {"reconstruction": len(m.classes) if m.categorical else m.num_bands}
-        stats = run_tiled(stack, plan, heads, predict, finish, batch_size=job.tiling.batch_size,
-                          progress=ScaledProgress(ctx.progress, 2.0, 99.0))  # fmt: skip
+        stats = run_tiled(stack, plan, heads, predict, finish, **common.tiled_run_options(job, ctx))
         paths = outputs.commit()
     finally:
         stack.close()

@@ -35,7 +35,7 @@ from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
 from ...errors import ConfigError
 from ...job import Job
 from ...modalities import Modality, get_modality
-from ...progress import Progress, ScaledProgress
+from ...progress import Progress
 from ..device import OomBackoff
 from . import common
 from .context import RunContext
@@ -209,7 +209,7 @@ def run(req: SegmentRequest, ctx: RunContext) -> dict[str, Any]:
         plan = common.make_plan(job, grid, group_width=2048 if cfg.num_classes <= 16 else 1024)
         predict = onnx_segment_predictor(req, model, ctx) if onnx else _predictor(req, model, ctx)
         stats = run_tiled(stack, plan, {"logits": cfg.num_classes}, predict, finish,
-                          batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0))  # fmt: skip
+                          **common.tiled_run_options(job, ctx))
         paths = ctx.outputs.commit()
     finally:
         stack.close()

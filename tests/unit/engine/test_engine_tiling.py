@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -139,3 +140,22 @@ def test_blender_allocation_is_independent_of_raster_size(batch):
     assert rows == 256 + 224 + plan.batch_row_span(batch) * 192
     assert sizes[0] <= (22 * 4 + 4 + 1) * rows * (2048 + 224)
     assert sizes[0] < 300 * 2**20  # a 100k x 100k raster: ~100 GB of canvas in terratorch
+
+
+def test_blender_scratch_folder_sits_next_to_the_output_and_goes_away(tmp_path):
+    """Carry files go to a folder beside the output (not a possibly RAM-backed /tmp) that the QGIS
+    side's leftover pattern matches, and closing the blender removes it with its files."""
+    import glob
+
+    from terramind_qgis.models.job import blend_scratch_prefix, partial_glob
+
+    out = str(tmp_path / "dem.tif")
+    plan = TilePlan(600, 1200, tile_size=64, overlap=16, block_size=64, group_width=256)  # several column groups
+    blender = StreamingBlender(plan, {"DEM": 1}, 2, blend_scratch_prefix(out))
+    (folder,) = glob.glob(partial_glob(out))
+    assert os.path.isdir(folder) and os.path.dirname(folder) == str(tmp_path)
+    blender.begin_group(plan.groups[0])
+    blender.begin_group(plan.groups[1])  # the first group's spill-over is carried in a file there
+    assert os.listdir(folder)
+    blender.close()
+    assert glob.glob(partial_glob(out)) == []

@@ -160,3 +160,47 @@ def test_download_progress_bar_forwards_percent_and_cancel() -> None:
     progress.cancel = True
     with pytest.raises(CancelledError):
         bar.update(10)
+
+
+def test_a_download_inside_a_run_leaves_the_progress_bar_to_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a model that must be downloaded first: the download's percentages become messages (every
+    10 %), the run's progress bar is untouched, and cancelling still stops the download."""
+    import torch
+
+    from terramind_qgis.models import build
+
+    catalogue.load_cards(Path(__file__).resolve().parents[2] / "data" / "catalogue")
+    made = tmp_path / "dem.pt"
+    torch.save(build.load_tokenizer("test_tokenizer_dem", untrained=True).state_dict(), made)
+
+    def fake_resolve(spec, weights, *, progress):  # a Hub download of 4 chunks
+        for percent in (5.0, 25.0, 50.0, 100.0):
+            progress.set_progress(percent)
+            if progress.is_canceled():
+                raise CancelledError("cancelled by the user")
+        return hub.ResolvedWeights(path=made, origin="hub", repo_id="org/repo", filename="dem.pt", revision="main")
+
+    class Recorder(NullProgress):
+        def __init__(self) -> None:
+            self.percents: list[float] = []
+            self.infos: list[str] = []
+            self.cancel = False
+
+        def set_progress(self, percent: float) -> None:
+            self.percents.append(percent)
+
+        def info(self, message: str) -> None:
+            self.infos.append(message)
+
+        def is_canceled(self) -> bool:
+            return self.cancel
+
+    monkeypatch.setattr(build, "resolve_weights", fake_resolve)
+    progress = Recorder()
+    build.load_tokenizer("test_tokenizer_dem", progress=progress)
+    assert progress.percents == []
+    steps = [m for m in progress.infos if m.startswith("downloading the weights of 'test_tokenizer_dem'")]
+    assert steps == [f"downloading the weights of 'test_tokenizer_dem': {p} %" for p in (20, 50, 100)]
+    progress.cancel = True
+    with pytest.raises(CancelledError):
+        build.load_tokenizer("test_tokenizer_dem", progress=progress)

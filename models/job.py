@@ -93,6 +93,10 @@ class TilingSpec:
     batch_size: int = 4
 
     def __post_init__(self) -> None:
+        for name in ("tile_size", "overlap", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"tiling.{name} must be a whole number, got {value!r}")
         if self.tile_size < 32 or self.tile_size % 16:
             raise ConfigError(f"tile size must be a multiple of 16 and at least 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2 + 1:
@@ -121,8 +125,20 @@ class Job:
             raise ConfigError(f"unknown task '{self.task}'; expected one of {', '.join(TASKS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be {DEVICES_HELP}, got '{self.device}'")
+        if self.extent is not None and (len(self.extent) != 4 or not all(_is_number(v) for v in self.extent)):
+            raise ConfigError(f"extent must be four numbers (xmin, ymin, xmax, ymax), got {list(self.extent)}")
+        for key, spec in self.inputs.items():
+            if not isinstance(spec.path, str) or not spec.path:
+                raise ConfigError(f"inputs.{key}.path must be a file path, got {spec.path!r}")
+            if spec.nodata is not None and not _is_number(spec.nodata):
+                raise ConfigError(f"inputs.{key}.nodata must be a number or null, got {spec.nodata!r}")
+            if spec.bands is not None and not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.bands):
+                raise ConfigError(f"inputs.{key}.bands must be band numbers (1-based), got {list(spec.bands)}")
+        for key, path in self.outputs.items():
+            if not isinstance(path, str) or not path:
+                raise ConfigError(f"outputs.{key} must be a file path, got {path!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
@@ -152,7 +168,9 @@ class Job:
                 precision=d.get("precision", "fp32"),
                 protocol=d.get("protocol", PROTOCOL_VERSION),
             )
-        except (KeyError, TypeError) as e:
+        except KeyError as e:
+            raise ConfigError(f"malformed job: {e} is missing") from None
+        except (TypeError, AttributeError) as e:
             raise ConfigError(f"malformed job: {e}") from None
 
     @classmethod
@@ -163,6 +181,10 @@ class Job:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"job is not valid JSON: {e}") from None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def event(kind: str, **payload: Any) -> str:

@@ -30,6 +30,16 @@ from ..modalities import Modality
 from .grid import WorkingGrid
 
 
+def _representable(value: float, dtype: np.dtype) -> bool:
+    """Whether ``value`` is a value ``dtype`` can hold exactly (NaN: only floats)."""
+    if dtype.kind == "f":
+        return True
+    if np.isnan(value) or value != int(value):
+        return False
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
 def _aligned_offset(src: object, grid: WorkingGrid) -> tuple[int, int] | None:
     """(row, col) of the grid's origin in ``src`` pixels, if ``src`` shares the grid's lattice."""
     if src.crs != grid.crs:  # type: ignore[attr-defined]
@@ -74,6 +84,13 @@ class InputRaster:
         if src.crs is None:
             raise InputRasterError(f"layer '{self.name}' has no coordinate reference system; assign one first")
         self.nodata = self.spec.nodata if self.spec.nodata is not None else src.nodata
+        self.note = ""  # what the user should hear about this input (reported as a warning)
+        dtype = np.dtype(src.dtypes[self.bands[0] - 1])
+        if self.nodata is not None and not _representable(self.nodata, dtype):
+            # cast to the data type it would wrap or truncate and mask real values (e.g. -9999 as uint16 = 55537)
+            self.note = (f"layer '{self.name}': its nodata value {self.nodata:g} cannot occur in its {dtype} data "
+                         "and is ignored; every pixel is read as valid")  # fmt: skip
+            self.nodata = None
         self._offset = _aligned_offset(src, self.grid)
         self._vrt = None
         if self._offset is None:

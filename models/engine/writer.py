@@ -136,11 +136,18 @@ class GeoTiffWriter:
         if spec.classes:  # before any pixel: GeoTIFF fixes the photometric interpretation on first write
             self._dst.write_colormap(1, _colormap(spec.classes))
         self.stats = BandStats(spec.count)
+        self.nonfinite = 0  # valid pixels whose values were NaN or infinite (written as nodata)
         self.done = False
 
     def write(self, row: int, col: int, data: np.ndarray, valid: np.ndarray) -> None:
-        """Write ``data`` ``(C, h, w)`` at (row, col); pixels not ``valid`` become nodata."""
+        """Write ``data`` ``(C, h, w)`` at (row, col); pixels not ``valid`` (or not finite) become nodata."""
         c, h, w = data.shape
+        if data.dtype.kind == "f":
+            finite = np.isfinite(data).all(axis=0)  # (h, w)
+            bad = valid & ~finite
+            if bad.any():
+                self.nonfinite += int(bad.sum())
+                valid = valid & finite
         out = data.astype(self.spec.dtype, copy=True)
         out[:, ~valid] = self.spec.nodata
         self.stats.update(data, valid)

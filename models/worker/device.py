@@ -84,7 +84,7 @@ def select_device(requested: str = "auto", precision: str = "fp32") -> DeviceCho
             )
         device = torch.device("cuda", index)
         props = torch.cuda.get_device_properties(index)
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        if precision == "bf16" and props.major < 8:  # bf16 needs Ampere (8.0) or newer; asked of *this* GPU
             raise ConfigError(f"precision 'bf16' is not supported by {props.name}; choose 'fp16' or 'fp32'")
         facts = {"device": str(device), "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
                  "capability": f"{props.major}.{props.minor}"}  # fmt: skip

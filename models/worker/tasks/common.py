@@ -123,17 +123,19 @@ def check_tile_size(job: Job, multiple: int, why: str) -> None:
 
 
 # -- inputs ----------------------------------------------------------------------------------
-def canonical_job(job: Job) -> Job:
-    """The job with input keys (and output keys that name a modality) spelled canonically ('s2l2a' -> 'S2L2A')."""
+def canonical_job(job: Job, *, outputs: bool = True) -> Job:
+    """The job with input keys (and, with ``outputs``, output keys that name a modality) spelled
+    canonically ('s2l2a' -> 'S2L2A'); tasks whose output keys are roles (map_water's 'lulc') keep them."""
     inputs: dict[str, Any] = {}
     for key, spec in job.inputs.items():
         name = get_modality(key).name  # UnsupportedModalityError names the unknown key
         if name in inputs:
             raise ConfigError(f"input {name} is given twice (job.inputs has '{key}' too)")
         inputs[name] = spec
+    if not outputs:
+        return replace(job, inputs=inputs)
     by_lower = {m.lower(): m for m in MODALITIES}
-    outputs = {by_lower.get(k.lower(), k): v for k, v in job.outputs.items()}
-    return replace(job, inputs=inputs, outputs=outputs)
+    return replace(job, inputs=inputs, outputs={by_lower.get(k.lower(), k): v for k, v in job.outputs.items()})
 
 
 def check_class_values(job: Job, modality: Modality, values: np.ndarray) -> None:
@@ -242,7 +244,16 @@ class OutputSet:
         self.writers[spec.key] = GeoTiffWriter(spec, grid)
         return self.writers[spec.key]
 
-    def commit(self) -> dict[str, str]:
+    def commit(self, progress: Progress | None = None) -> dict[str, str]:
+        """Finish every output; ``progress`` hears of non-finite values, and from here on a cancel signal
+        no longer interrupts (the worker's ``cleaning_up``): outputs are renamed all together or not at all."""
+        if progress is not None:
+            if hasattr(progress, "cleaning_up"):
+                progress.cleaning_up = True
+            for key, w in self.writers.items():
+                if w.nonfinite:
+                    progress.warn(f"{w.nonfinite} pixel(s) of output '{key}' were not finite (NaN or infinity, e.g. "
+                                  "an fp16 overflow: try PRECISION fp32) and are written as nodata")  # fmt: skip
         return {key: w.commit() for key, w in self.writers.items()}
 
     def abort(self) -> None:
@@ -255,6 +266,8 @@ def report_grid(progress: Progress, grid: WorkingGrid, stack: InputStack) -> Non
     if grid.note:
         progress.info(grid.note)
     for inp in stack.inputs:
+        if inp.note:
+            progress.warn(inp.note)
         if inp.resampled:
             how = "nearest neighbour" if inp.modality.categorical else "bilinear"
             progress.info(f"layer '{inp.name}' is resampled onto the working grid ({how})")

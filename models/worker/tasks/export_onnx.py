@@ -27,6 +27,8 @@ largest float deviation), ``bytes`` per file. A deviation above ``RTOL`` is repo
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,8 +177,16 @@ def _export_tokenizer(req: ExportRequest, ctx: RunContext) -> None:
     # the file it was loaded from (a cache hit now), for the SHA-256 in the cards
     source = None if job.model.untrained else resolve_weights(spec, job.model.weights).path
     names = (os.path.basename(req.paths["model"]), os.path.basename(req.paths["decoder"]))
-    export_tokenizer(tok, os.path.dirname(req.paths["model"]), image_size=req.tile_size, model_id=spec.id,
-                     source_file=source, file_names=names, progress=ScaledProgress(ctx.progress, 20.0, 100.0))  # fmt: skip
+    # both graphs go to a staging folder first (matched by job.partial_glob): earlier files of the same
+    # names stay untouched unless both new ones are complete
+    staging = tempfile.mkdtemp(prefix=f"{names[0]}.partial-export-{os.getpid()}-", dir=os.path.dirname(req.paths["model"]))
+    try:
+        export_tokenizer(tok, staging, image_size=req.tile_size, model_id=spec.id, source_file=source,
+                         file_names=names, progress=ScaledProgress(ctx.progress, 20.0, 100.0))  # fmt: skip
+        os.replace(os.path.join(staging, names[0]), req.paths["model"])
+        os.replace(os.path.join(staging, names[1]), req.paths["decoder"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _metrics(req: ExportRequest, ctx: RunContext) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def run(req: GenerateRequest, ctx: RunContext) -> dict[str, Any]:
         heads = {m.name: m.output_channels for m in req.outputs}
         stats = run_tiled(stack, plan, heads, _predictor(req, model, ctx), finish,
                           **common.tiled_run_options(job, ctx))
-        paths = ctx.outputs.commit()
+        paths = ctx.outputs.commit(ctx.progress)
     finally:
         stack.close()
     return {"outputs": paths, "metrics": {"tiles": stats.tiles, "tiles_predicted": stats.predicted,

@@ -64,6 +64,7 @@ def water_mask(lulc: np.ndarray, flooded_vegetation: bool) -> np.ndarray:
 
 def validate(job: Job) -> MapWaterRequest:
     """Check model, inputs, outputs and parameters; open the inputs (S2L2A first)."""
+    job = common.canonical_job(job, outputs=False)  # output keys are roles: 'water', 'lulc'
     p = job.params
     spec = common.load_catalogue(job)
     if spec.kind != "terramind" or "LULC" not in spec.outputs:
@@ -131,7 +132,7 @@ def run(req: MapWaterRequest, ctx: RunContext) -> dict[str, Any]:
         plan = common.make_plan(job, grid)
         stats = run_tiled(stack, plan, {"LULC": lulc_modality.output_channels}, _predictor(req, model, ctx), finish,
                           **common.tiled_run_options(job, ctx))
-        paths = ctx.outputs.commit()
+        paths = ctx.outputs.commit(ctx.progress)
     finally:
         stack.close()
     water_px = int(counts[WATER_CLASS] + (counts[FLOODED_VEGETATION_CLASS] if req.flooded_vegetation else 0))

@@ -190,7 +190,7 @@ def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
         predict = predictor(req, tok, ctx, plan.tile_size)
         heads = {"reconstruction": len(m.classes) if m.categorical else m.num_bands}
         stats = run_tiled(stack, plan, heads, predict, finish, **common.tiled_run_options(job, ctx))
-        paths = outputs.commit()
+        paths = outputs.commit(ctx.progress)
     finally:
         stack.close()
     result = metrics.result()

@@ -99,6 +99,7 @@ def open_model_inputs(job: Job, config: Any) -> tuple[WorkingGrid, InputStack]:
 
 def validate(job: Job) -> SegmentRequest:
     """Check the job and read the model's description (no weights are loaded)."""
+    job = common.canonical_job(job)
     if not job.model.weights:
         raise ConfigError("segment needs the fine-tuned model file (model.weights: a .ckpt, .pt, .safetensors or card .json)")
     if job.model.untrained:
@@ -210,7 +211,7 @@ def run(req: SegmentRequest, ctx: RunContext) -> dict[str, Any]:
         predict = onnx_segment_predictor(req, model, ctx) if onnx else _predictor(req, model, ctx)
         stats = run_tiled(stack, plan, {"logits": cfg.num_classes}, predict, finish,
                           **common.tiled_run_options(job, ctx))
-        paths = ctx.outputs.commit()
+        paths = ctx.outputs.commit(ctx.progress)
     finally:
         stack.close()
     metrics: dict[str, Any] = {

@@ -65,6 +65,19 @@ def test_job_nodata_overrides_the_file_and_all_nodata_tiles_are_skipped(tmp_path
     assert stats.skipped_nodata == stats.tiles - len(predicted) > 0
 
 
+@pytest.mark.parametrize("nodata", [-9999.0, 0.5, 70000.0])
+def test_a_nodata_value_the_data_type_cannot_hold_is_ignored_with_a_note(tmp_path, nodata):
+    """-9999 on uint16 would wrap to 55537 (and 0.5 truncate to 0), masking real pixels."""
+    dem = np.array([[[0, 55537, 4464, 1]]], np.uint16).repeat(40, axis=1).repeat(10, axis=2)  # (1, 40, 40)
+    path = write_tif(tmp_path / "dem.tif", dem)
+    grid, stack = open_stack({"DEM": path}, nodata=nodata)
+    data, valid = stack.inputs[0].read(0, 0, 40, 40)
+    assert valid.all() and np.array_equal(data, dem.astype(np.float32))
+    assert f"nodata value {nodata:g} cannot occur in its uint16 data and is ignored" in stack.inputs[0].note
+    _, kept = open_stack({"DEM": path}, nodata=55537)  # representable: honoured, no note
+    assert not kept.inputs[0].read(0, 0, 40, 40)[1].all() and kept.inputs[0].note == ""
+
+
 # -- extent ----------------------------------------------------------------------------------
 def test_extent_is_snapped_outward_to_the_grid(s2_path):
     with rasterio.open(s2_path) as src:

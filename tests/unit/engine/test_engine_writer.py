@@ -111,3 +111,21 @@ def test_abort_removes_the_partial_files(tmp_path):
     w.abort()
     w.abort()  # idempotent
     assert not glob.glob(partial_glob(path)) and not os.path.exists(path)
+
+
+def test_non_finite_values_are_written_as_nodata_and_counted(tmp_path):
+    """NaN/inf from a model (e.g. an fp16 overflow) must not reach the file as data, nor the style's range."""
+    path = str(tmp_path / "dem.tif")
+    w = GeoTiffWriter(OutputRaster("DEM", path, ("Elevation",), "DEM"), GRID, block_size=64)
+    data = np.full((1, 270, 300), 100.0, np.float32)
+    data[0, 5, 7], data[0, 200, 250], data[0, 0, 0] = np.nan, np.inf, np.nan
+    valid = np.ones((270, 300), bool)
+    valid[0, 0] = False  # already nodata: not counted
+    _write_blocks(w, data, valid)
+    assert w.nonfinite == 2
+    w.commit()
+    with rasterio.open(path) as src:
+        out = src.read(1)
+    assert out[5, 7] == out[200, 250] == out[0, 0] == -9999.0 and (out != -9999.0).sum() == 270 * 300 - 3
+    text = open(str(tmp_path / "dem.qml"), encoding="utf-8").read()
+    assert "nan" not in text.lower().replace("nodata", "")

@@ -96,6 +96,12 @@ def test_segment_nodata_exactly_where_the_input_had_nodata(tiny_ckpt: str, tmp_p
     assert set(np.unique(classes[0][~expected])) <= {0, 1}
 
 
+def test_segment_input_keys_are_case_insensitive(tiny_ckpt: str, tmp_path: Path) -> None:
+    inputs = {k.lower(): v for k, v in flood_inputs().items()}
+    req = segment.validate(segment_job(tiny_ckpt, tmp_path, inputs=inputs))
+    assert set(req.job.inputs) == set(flood_inputs())
+
+
 def test_segment_names_a_missing_modality(tiny_ckpt: str, tmp_path: Path) -> None:
     inputs = {"S2L1C": flood_inputs()["S2L1C"]}
     with pytest.raises(ConfigError, match=r"needs input S1GRD \(2 bands: VV, VH\).*INPUT_S1GRD"):
@@ -113,7 +119,7 @@ def test_segment_names_an_unsupported_decoder(tiny_ckpt: str, tmp_path: Path) ->
 def water_run(tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("water")
     job = Job("map_water", {"S2L2A": InputSpec(str(EXAMPLES / "S2L2A" / f"{SCENE}.tif"), name="s2"),
-                            "S1RTC": InputSpec(str(EXAMPLES / "S1RTC" / f"{SCENE}.tif"), name="s1")},
+                            "s1rtc": InputSpec(str(EXAMPLES / "S1RTC" / f"{SCENE}.tif"), name="s1")},  # any case
               {"water": str(out / "water.tif"), "lulc": str(out / "lulc.tif")},
               ModelRequest("test_terramind_tiny", untrained=True, catalogue_paths=(str(CATALOGUE),)),
               params={"seed": 3, "flooded_vegetation": True}, tiling=TilingSpec(224, 0, 1))  # fmt: skip

@@ -60,6 +60,14 @@ def test_bad_job_as_a_process_gives_one_line_an_error_event_and_exit_2(tmp_path)
         (json.dumps({"protocol": 7, "task": "describe", "model": {"id": "x"}}), "ConfigError", "job protocol 7"),
         (json.dumps({"protocol": 1, "task": "reconstruct", "model": {"id": "x"}}), "ConfigError", "needs one input"),
         (json.dumps({"task": "describe"}), "ConfigError", "malformed job"),
+        (json.dumps({"task": "describe", "model": {"id": "x"}, "extent": [1, 2, 3]}), "ConfigError",
+         r"extent must be four numbers"),
+        (json.dumps({"task": "describe", "model": {"id": "x"}, "tiling": {"tile_size": 128.0}}), "ConfigError",
+         r"tiling.tile_size must be a whole number, got 128.0"),
+        (json.dumps({"task": "describe", "model": {"id": "x"}, "inputs": {"DEM": {"path": "d.tif", "nodata": "none"}}}),
+         "ConfigError", r"inputs.DEM.nodata must be a number or null"),
+        (json.dumps({"task": "describe", "model": {"id": "x"}, "inputs": {"DEM": "d.tif"}}), "ConfigError",
+         "malformed job"),
     ],
 )
 def test_bad_jobs_give_one_line_an_error_event_and_exit_2(tmp_path, capsys, content, etype, pattern):

@@ -165,3 +165,30 @@ def test_bad_export_jobs_are_refused_before_loading(flood_state_dict, tmp_path):
     with pytest.raises(ConfigError, match="'test_terramind_tiny' is a terramind model"):
         validate(model={"id": "test_terramind_tiny", "untrained": True, "catalogue_paths": [str(CATALOGUE)]},
                  params={"kind": "tokenizer"})
+
+
+def test_a_failed_tokenizer_export_keeps_the_earlier_pair(tmp_path, monkeypatch):
+    """The decoder graph fails after the encoder graph was written: the files of an earlier export stay
+    as they were, and no staging folder is left."""
+    from terramind_qgis.models.backends import onnx_export
+    from terramind_qgis.models.worker.events import EventStream, WorkerProgress
+
+    out, decoder = tmp_path / "dem.onnx", tmp_path / "dem.decoder.onnx"
+    out.write_bytes(b"earlier encoder")
+    decoder.write_bytes(b"earlier decoder")
+
+    class Broken(torch.nn.Module):
+        def __init__(self, tokenizer):
+            raise RuntimeError("decoder export failed")
+
+    monkeypatch.setattr(onnx_export, "DenoiserGraph", Broken)
+    job = Job.from_dict({"task": "export_onnx", "outputs": {"model": str(out)}, "device": "cpu",
+                         "model": {"id": "test_tokenizer_dem", "untrained": True, "catalogue_paths": [str(CATALOGUE)]},
+                         "tiling": {"tile_size": 64, "overlap": 0}})  # fmt: skip
+    entry = TASKS["export_onnx"]
+    req = entry.validate(job)
+    ctx = RunContext(WorkerProgress(EventStream(open(tmp_path / "events.jsonl", "w"))), select_device("cpu", "fp32"))
+    with pytest.raises(RuntimeError, match="decoder export failed"):
+        entry.run(req, ctx)
+    assert out.read_bytes() == b"earlier encoder" and decoder.read_bytes() == b"earlier decoder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dem.decoder.onnx", "dem.onnx", "events.jsonl"]

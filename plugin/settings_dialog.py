@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 
-from qgis.core import QgsProcessingFeedback, QgsSettings
+from qgis.core import QgsApplication, QgsProcessingFeedback, QgsSettings, QgsTask
 from qgis.gui import QgsFileWidget
-from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
-    QApplication,
     QDialog,
     QDialogButtonBox,
     QLabel,
@@ -42,9 +40,10 @@ class SettingsDialog(QDialog):
         self.path.setStorageMode(QgsFileWidget.StorageMode.GetFile)
         self.path.setFilePath(str(QgsSettings().value(environment.SETTINGS_KEY, "") or ""))
         layout.addWidget(self.path)
-        check = QPushButton("Check environment")
-        check.clicked.connect(self.check)
-        layout.addWidget(check)
+        self.check_button = QPushButton("Check environment")
+        self.check_button.clicked.connect(self.check)
+        layout.addWidget(self.check_button)
+        self.task: QgsTask | None = None
         self.report = QPlainTextEdit()
         self.report.setReadOnly(True)
         layout.addWidget(self.report)
@@ -58,12 +57,19 @@ class SettingsDialog(QDialog):
         super().accept()
 
     def check(self) -> None:
-        """Run the worker's ``describe`` task with the interpreter in the field (or the configured one)."""
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            self.report.setPlainText(describe(self.path.filePath().strip()))
-        finally:
-            QApplication.restoreOverrideCursor()
+        """Run the worker's ``describe`` task with the interpreter in the field (or the configured one), in
+        a background task: starting the worker and importing torch takes seconds, QGIS stays responsive."""
+        path = self.path.filePath().strip()
+        self.check_button.setEnabled(False)
+        self.report.setPlainText(f"Checking {path or 'the configured environment'} (starting the worker, importing torch)…")
+        self.task = QgsTask.fromFunction("Check the TerraMind environment", lambda task: describe(path),
+                                         on_finished=self._checked)  # fmt: skip
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _checked(self, exception: Exception | None, report: str | None = None) -> None:
+        self.check_button.setEnabled(True)
+        self.report.setPlainText(report if exception is None else f"The check failed: {exception}")
+        self.task = None
 
 
 def describe(path: str) -> str:

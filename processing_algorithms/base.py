@@ -138,9 +138,8 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
                 work = plan.extent if plan.extent is not None else QgsRectangle(plan.inputs[0].layer.extent())
                 area = layers.extent_in_layer_crs(item.layer, work, first_crs, context)
                 path = layers.export_layer(item, area, os.path.join(tmp, f"{item.modality.name}.tif"), context, feedback)
-            provider = item.layer.dataProvider()
             band = (item.bands or (1,))[0]
-            nodata = provider.sourceNoDataValue(band) if provider.sourceHasNoDataValue(band) else None
+            nodata = layers.nodata_value(item, band, feedback)
             bands = item.bands
             if item.rendered:  # exported RGBA: red, green, blue; the alpha band masks nodata
                 bands, nodata = bands or layers.RENDERED_BANDS, None

@@ -125,6 +125,21 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
     return LayerInput(param, modality, layer, tuple(bands) if bands else None)
 
 
+def nodata_value(item: LayerInput, band: int, feedback: QgsProcessingFeedback) -> float | None:
+    """The nodata value the worker should use for ``item``: a single value the user set in the layer's
+    Transparency properties, else the file's own (None: the file's, as the worker reads it)."""
+    provider = item.layer.dataProvider()
+    ranges = provider.userNoDataValues(band)
+    if len(ranges) == 1 and ranges[0].min() == ranges[0].max():
+        return float(ranges[0].min())
+    if ranges:
+        feedback.pushWarning(f"{item.label}: the additional no-data ranges set in QGIS are not used; only a single "
+                             "no-data value is (set one value in the layer's Transparency properties)")
+    if provider.sourceHasNoDataValue(band) and provider.useSourceNoDataValue(band):
+        return provider.sourceNoDataValue(band)
+    return None
+
+
 def _type_name(dtype: int) -> str:
     return _TYPE_NAMES[int(dtype)] if 0 <= int(dtype) < len(_TYPE_NAMES) else str(int(dtype))
 

@@ -1,4 +1,4 @@
-"""Cancelling a real run: the worker stops within 2 s, no output file stays, no layer is loaded."""
+"""Cancelling a real run: the worker stops within 2 s and no output file (nor partial file or sidecar) stays."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from qgis.core import QgsProcessingException, QgsProject
+from qgis.core import QgsProcessingException
 
 import processing
 
@@ -27,6 +27,5 @@ def test_cancel_mid_run(terramind_provider, example, tmp_path, recording_feedbac
     assert ended - feedback.cancelled_at < 2.0, f"stopped {ended - feedback.cancelled_at:.2f} s after the cancel"
     assert max(feedback.progress) < 50, "cancel came too late to show that the run stopped early"
     assert os.listdir(out_dir) == []  # no GeoTIFF, no partial file, no sidecar
-    assert QgsProject.instance().mapLayers() == {}
     assert any("Worker stopped" in info for info in feedback.infos)
     print(f"run {ended - started:.1f} s, cancel to return {ended - feedback.cancelled_at:.2f} s, progress {feedback.progress[:8]}")

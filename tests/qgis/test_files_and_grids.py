@@ -99,3 +99,20 @@ def test_band_list_as_one_string(terramind_provider, tmp_path):
     assert swapped["MAE"] == listed["MAE"] != in_order["MAE"]
     with pytest.raises(QgsProcessingException, match=r"BANDS: 'red' is not a list of band numbers"):
         processing.run(RECONSTRUCT, dict(params, BANDS="red"))
+
+
+def test_a_nodata_value_set_in_qgis_is_honoured(terramind_provider, example, tmp_path):
+    """The user marked one elevation as no-data in the layer's Transparency properties (the file has none)."""
+    from qgis.core import QgsRasterRange
+
+    from tm_helpers import read_array
+
+    source = example("DEM")
+    dem = read_array(source)
+    value = float(dem[0, 0])
+    layer = QgsRasterLayer(source, "dem with user nodata")
+    layer.dataProvider().setUserNoDataValue(1, [QgsRasterRange(value, value)])
+    result = processing.run(RECONSTRUCT, _rec(layer, str(tmp_path / "rec.tif")))
+    facts = raster_facts(result["OUTPUT"])
+    out_nodata = read_array(result["OUTPUT"]) == facts["nodata"]
+    assert out_nodata.any() and np.array_equal(out_nodata, dem == value)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException
+from qgis.PyQt.QtCore import QCoreApplication
 
 import processing
 from tm_helpers import REPO
@@ -102,6 +104,14 @@ def test_settings_dialog_saves_the_interpreter_and_checks_it(qgis_app, terramind
     try:
         dialog = SettingsDialog()
         dialog.path.setFilePath(worker_python)
+        dialog.check()  # in a background task: the dialog stays responsive meanwhile
+        assert not dialog.check_button.isEnabled() and dialog.report.toPlainText().startswith("Checking")
+        deadline = time.monotonic() + 120
+        while dialog.task is not None and time.monotonic() < deadline:
+            QCoreApplication.processEvents()
+            time.sleep(0.05)
+        assert dialog.check_button.isEnabled()
+        assert dialog.report.toPlainText().startswith(f"Interpreter: {worker_python}")
         dialog.accept()
         assert QgsSettings().value(environment.SETTINGS_KEY) == worker_python
     finally:

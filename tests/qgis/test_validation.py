@@ -144,11 +144,6 @@ def test_generation_model_must_be_able_to_generate(terramind_provider, example, 
            r"INPUT_DEM: model 'validation_terramind_dem_only' does not accept DEM \(it accepts S2L2A\)")
 
 
-def test_nothing_is_written_when_validation_fails(terramind_provider, example, tmp_path):
-    _fails(RECONSTRUCT, _rec(example("S2L2A"), tmp_path, MODALITY="DEM"), "DEM needs 1")
-    assert not (tmp_path / "rec.tif").exists()
-
-
 @pytest.mark.parametrize(("python", "match"), [
     ("/nonexistent/bin/python", r"The TerraMind worker interpreter '/nonexistent/bin/python' \(from the environment "
                                 r"variable TERRAMIND_PYTHON\) does not exist or is not executable\. Run the algorithm 'TerraMind > "

@@ -90,12 +90,19 @@ def main() -> int:
         done.append(_run(name, argv, out, env, stdout_json))
         print(f"bench: {name}: {done[-1]}", flush=True)
     summary = ["# Benchmark results", "", f"Environment: `{json.dumps(environment())}`", ""]
-    for run in done:
-        summary.append(f"## {run['name']} ({run['wall_s']} s)")
-        if "error" in run:
+    ran = {run["name"]: run for run in done}
+    for name in runs:  # every benchmark with a result file; those not run now (--only) keep their earlier one
+        run = ran.get(name)
+        file = out / f"{name}.json"
+        if run is None and not file.exists():
+            continue
+        when = f"{run['wall_s']} s" if run else "from an earlier run, file dated " + time.strftime(
+            "%Y-%m-%d %H:%M", time.localtime(file.stat().st_mtime))
+        summary.append(f"## {name} ({when})")
+        if run is not None and "error" in run:
             summary.append(f"failed: {run['error']}")
         else:
-            summary += ["```json", (REPO / run["file"]).read_text(encoding="utf-8").strip(), "```"]
+            summary += ["```json", file.read_text(encoding="utf-8").strip(), "```"]
         summary.append("")
     (out / "SUMMARY.md").write_text("\n".join(summary), encoding="utf-8")
     return 1 if any("error" in r for r in done) else 0

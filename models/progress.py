@@ -39,14 +39,10 @@ class NullProgress:
         return False
 
 
-class ScaledProgress:
-    """Maps 0-100 % of a sub-task onto ``[start, end]`` % of a parent progress."""
+class _SubProgress:
+    """A sub-task's progress: messages and cancellation go to the parent; percentages are the subclass's."""
 
-    def __init__(self, parent: Progress, start: float, end: float) -> None:
-        self.parent, self.start, self.end = parent, start, end
-
-    def set_progress(self, percent: float) -> None:
-        self.parent.set_progress(self.start + (self.end - self.start) * percent / 100.0)
+    parent: Progress
 
     def info(self, message: str) -> None:
         self.parent.info(message)
@@ -58,13 +54,23 @@ class ScaledProgress:
         return self.parent.is_canceled()
 
 
+class ScaledProgress(_SubProgress):
+    """Maps 0-100 % of a sub-task onto ``[start, end]`` % of a parent progress."""
+
+    def __init__(self, parent: Progress, start: float, end: float) -> None:
+        self.parent, self.start, self.end = parent, start, end
+
+    def set_progress(self, percent: float) -> None:
+        self.parent.set_progress(self.start + (self.end - self.start) * percent / 100.0)
+
+
 def check_cancelled(progress: Progress) -> None:
     """Raise ``CancelledError`` if the caller asked to stop."""
     if progress.is_canceled():
         raise CancelledError("cancelled by the user")
 
 
-class PercentAsMessages:
+class PercentAsMessages(_SubProgress):
     """For a sub-task (a weights download) inside a run whose progress bar belongs to the main work:
     passes messages and cancellation on, and reports its percentages as an info line every ``step`` %.
 
@@ -81,12 +87,3 @@ class PercentAsMessages:
         if reached > self._reported:
             self._reported = reached
             self.parent.info(f"{self.what}: {reached:.0f} %")
-
-    def info(self, message: str) -> None:
-        self.parent.info(message)
-
-    def warn(self, message: str) -> None:
-        self.parent.warn(message)
-
-    def is_canceled(self) -> bool:
-        return self.parent.is_canceled()

@@ -10,7 +10,8 @@ Job (JSON object)::
     {"protocol": 1,
      "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe" | "download" | "export_onnx",
      "inputs":  {"<MODALITY or role>": {"path": "...", "bands": [1, 2, ...] | null,
-                                        "nodata": <number> | null, "name": "layer name"}},
+                                        "nodata": <number> | null, "file_nodata": true,
+                                        "name": "layer name"}},
      "outputs": {"<output key>": "<path of the GeoTIFF to write>"},
      "model":   {"id": "terramind_v1_base", "weights": null | "<file or folder>",
                  "tokenizer_weights": {"<MODALITY>": "<file or folder>"}, "untrained": false,
@@ -22,7 +23,8 @@ Job (JSON object)::
      "precision": "fp32" | "bf16" | "fp16"}
 
 ``bands`` are 1-based band numbers of the file, listed in the model's band order (null: the file's
-bands as they are). ``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
+bands as they are). ``nodata`` overrides the file's no-data value; with ``nodata`` null,
+``file_nodata`` false (added in protocol 1, additively; default true) ignores the file's value too. ``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
 or ``"onnx"``; left out, a ``model.weights`` file ending in ``.onnx`` (an export of
 ``models/backends/onnx_export.py``) selects ONNX Runtime, which needs no torch
 (models/backends/tasks.py).
@@ -74,6 +76,7 @@ class InputSpec:
     path: str
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
+    file_nodata: bool = True  # with nodata None: use the file's no-data value (False: every pixel is data)
     name: str = ""
 
 
@@ -155,6 +158,7 @@ class Job:
                         path=v["path"],
                         bands=tuple(v["bands"]) if v.get("bands") else None,
                         nodata=v.get("nodata"),
+                        file_nodata=bool(v.get("file_nodata", True)),
                         name=v.get("name", ""),
                     )
                     for k, v in d.get("inputs", {}).items()

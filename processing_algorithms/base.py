@@ -144,6 +144,7 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
             if item.rendered:  # exported RGBA: red, green, blue; the alpha band masks nodata
                 bands, nodata = bands or layers.RENDERED_BANDS, None
             inputs[item.modality.name] = InputSpec(path=os.path.abspath(path), bands=bands, nodata=nodata,
+                                                   file_nodata=layers.uses_file_nodata(item.layer, band),
                                                    name=item.layer.name())
         for target in plan.outputs.values():
             folder = os.path.dirname(os.path.abspath(target.path))

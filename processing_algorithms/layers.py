@@ -140,6 +140,12 @@ def nodata_value(item: LayerInput, band: int, feedback: QgsProcessingFeedback) -
     return None
 
 
+def uses_file_nodata(layer: QgsRasterLayer, band: int) -> bool:
+    """False when the user unticked "No data value" of the file in the layer's Transparency properties."""
+    provider = layer.dataProvider()
+    return not provider.sourceHasNoDataValue(band) or provider.useSourceNoDataValue(band)
+
+
 def _type_name(dtype: int) -> str:
     return _TYPE_NAMES[int(dtype)] if 0 <= int(dtype) < len(_TYPE_NAMES) else str(int(dtype))
 

@@ -83,7 +83,8 @@ class InputRaster:
                 )
         if src.crs is None:
             raise InputRasterError(f"layer '{self.name}' has no coordinate reference system; assign one first")
-        self.nodata = self.spec.nodata if self.spec.nodata is not None else src.nodata
+        file_nodata = src.nodata if self.spec.file_nodata else None
+        self.nodata = self.spec.nodata if self.spec.nodata is not None else file_nodata
         self.note = ""  # what the user should hear about this input (reported as a warning)
         dtype = np.dtype(src.dtypes[self.bands[0] - 1])
         if self.nodata is not None and not _representable(self.nodata, dtype):
@@ -95,7 +96,10 @@ class InputRaster:
         self._vrt = None
         if self._offset is None:
             resampling = Resampling.nearest if self.modality.categorical else Resampling.bilinear
-            extra = {"src_nodata": self.nodata, "nodata": self.nodata} if self.nodata is not None else {}
+            if self.nodata is not None or not self.spec.file_nodata:  # None: the file's value is ignored too
+                extra = {"src_nodata": self.nodata, "nodata": self.nodata}
+            else:
+                extra = {}  # GDAL uses the file's no-data value
             self._vrt = WarpedVRT(
                 src, crs=self.grid.crs, transform=self.grid.transform, width=self.grid.width,
                 height=self.grid.height, resampling=resampling, add_alpha=True, **extra,

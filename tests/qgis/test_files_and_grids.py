@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer, QgsRasterRange
 
 import processing
-from tm_helpers import raster_facts
+from tm_helpers import raster_facts, read_array
 
 RECONSTRUCT = "terramind:reconstructwithtokenizer"
 GENERATE = "terramind:generatemodalities"
@@ -103,9 +103,6 @@ def test_band_list_as_one_string(terramind_provider, tmp_path):
 
 def test_a_nodata_value_set_in_qgis_is_honoured(terramind_provider, example, tmp_path):
     """The user marked one elevation as no-data in the layer's Transparency properties (the file has none)."""
-    from qgis.core import QgsRasterRange
-
-    from tm_helpers import read_array
 
     source = example("DEM")
     dem = read_array(source)
@@ -116,3 +113,19 @@ def test_a_nodata_value_set_in_qgis_is_honoured(terramind_provider, example, tmp
     facts = raster_facts(result["OUTPUT"])
     out_nodata = read_array(result["OUTPUT"]) == facts["nodata"]
     assert out_nodata.any() and np.array_equal(out_nodata, dem == value)
+
+
+def test_unticking_the_files_nodata_in_qgis_reads_every_pixel(terramind_provider, example, tmp_path):
+    source = example("DEM")
+    dem = gdal.Open(source).ReadAsArray()
+    value = float(dem[0, 0])
+    with_nodata = str(tmp_path / "dem_nodata.tif")
+    gdal.Translate(with_nodata, source, noData=value)
+    declared = processing.run(RECONSTRUCT, _rec(with_nodata, str(tmp_path / "a.tif")))
+    layer = QgsRasterLayer(with_nodata, "dem, file nodata unticked")
+    layer.dataProvider().setUseSourceNoDataValue(1, False)
+    unticked = processing.run(RECONSTRUCT, _rec(layer, str(tmp_path / "b.tif")))
+    nodata = raster_facts(declared["OUTPUT"])["nodata"]
+
+    assert np.array_equal(read_array(declared["OUTPUT"]) == nodata, dem == value)
+    assert not (read_array(unticked["OUTPUT"]) == nodata).any()

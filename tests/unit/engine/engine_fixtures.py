@@ -38,12 +38,12 @@ def read_tif(path):
         return src.read(), src.profile
 
 
-def open_stack(paths: dict[str, str], extent=None, bands=None, nodata=None):
+def open_stack(paths: dict[str, str], extent=None, bands=None, nodata=None, file_nodata=True):
     """Open inputs ``{modality: path}`` on the working grid of the first one."""
     keys = list(paths)
     with rasterio.open(paths[keys[0]]) as src:
         grid = build_working_grid(src, keys[0], extent)
-    inputs = [InputRaster(k, InputSpec(p, bands=bands, nodata=nodata, name=f"layer {k}"), get_modality(k), grid)
+    inputs = [InputRaster(k, InputSpec(p, bands=bands, nodata=nodata, file_nodata=file_nodata, name=f"layer {k}"), get_modality(k), grid)
               for k, p in paths.items()]
     return grid, InputStack(inputs, grid)
 

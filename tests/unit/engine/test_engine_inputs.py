@@ -176,3 +176,22 @@ def test_input_checks_name_the_layer_and_the_band(tmp_path, s2_path):
                     crs="EPSG:32722")
     with pytest.raises(InputRasterError, match="layer 'layer S1RTC' does not overlap"):
         open_stack({"S2L2A": s2_path, "S1RTC": far})
+
+
+@pytest.mark.parametrize("warped", [False, True])
+def test_the_files_nodata_can_be_switched_off(tmp_path, warped):
+    """QGIS's "use the file's no-data value" unticked: file_nodata=False reads every pixel as data, both
+    directly and through the warp onto another grid."""
+    dem = np.full((1, 64, 64), 50, np.int16)
+    dem[0, :8] = -32768
+    path = write_tif(tmp_path / "dem.tif", dem, nodata=-32768)
+    inputs = {"DEM": path}
+    if warped:  # a first input on a shifted grid makes the DEM go through the WarpedVRT
+        first = write_tif(tmp_path / "s1.tif", np.ones((2, 64, 64), np.float32), x0=500005.0)
+        inputs = {"S1RTC": first, "DEM": path}
+    for use_file, expect_masked in ((True, True), (False, False)):
+        grid, stack = open_stack(inputs, file_nodata=use_file)
+        dem_input = stack.inputs[-1]
+        assert dem_input.resampled == warped
+        _, valid = dem_input.read(0, 0, 30, 30)
+        assert (not valid[:3].all()) == expect_masked, (use_file, warped)

@@ -150,27 +150,30 @@ def _type_name(dtype: int) -> str:
     return _TYPE_NAMES[int(dtype)] if 0 <= int(dtype) < len(_TYPE_NAMES) else str(int(dtype))
 
 
-def source_path(layer: QgsRasterLayer) -> str | None:
-    """The file behind a layer read by QGIS's GDAL provider (also a VRT or a subdataset's file), else None."""
+def _gdal_source(layer: QgsRasterLayer) -> dict | None:
+    """The decoded source of a layer read by QGIS's GDAL provider from an existing file, else None."""
     if layer.providerType() != "gdal":
         return None
-    path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path", "")
-    return path if path and os.path.isfile(path) else None
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    return parts if parts.get("path") and os.path.isfile(parts["path"]) else None
+
+
+def source_path(layer: QgsRasterLayer) -> str | None:
+    """The file behind a layer read by QGIS's GDAL provider (also a VRT or a subdataset's file), else None."""
+    parts = _gdal_source(layer)
+    return parts["path"] if parts else None
 
 
 def local_file(layer: QgsRasterLayer) -> str | None:
     """The local file the worker can read directly, or None if the layer must be exported."""
-    if layer.providerType() != "gdal":
+    parts = _gdal_source(layer)
+    if parts is None or parts.get("layerName"):
         return None
     if layer.crs() != layer.dataProvider().crs():  # a CRS assigned in QGIS: the export writes it
         return None
-    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    path = parts.get("path", "")
-    if parts.get("layerName") or not path or not os.path.isfile(path):
+    if parts["path"].lower().endswith(".vrt"):  # may reference relative, remote or QGIS-only sources
         return None
-    if path.lower().endswith(".vrt"):  # may reference relative, remote or QGIS-only sources
-        return None
-    return path
+    return parts["path"]
 
 
 def extent_in_layer_crs(layer: QgsRasterLayer, area: QgsRectangle | None, area_crs, context: QgsProcessingContext) -> QgsRectangle:

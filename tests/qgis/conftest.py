@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -91,3 +92,17 @@ def example(tmp_path):
 @pytest.fixture
 def recording_feedback():
     return RecordingFeedback.create
+
+
+@pytest.fixture(scope="session")
+def flood_ckpt(tmp_path_factory, worker_python) -> str:
+    """A Lightning checkpoint of the IBM Sen1Floods11 tiny model, deterministic weights (written once per session)."""
+    path = tmp_path_factory.mktemp("ckpt") / "flood_tiny.ckpt"
+    script = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
+        "from test_segmentation_goldens import write_checkpoint;"
+        "write_checkpoint(__import__('pathlib').Path(sys.argv[3]), 'tiny_sen1floods11')"
+    )
+    subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(REPO / "tests" / "unit" / "models"), str(path)],
+                   check=True, capture_output=True, timeout=300)  # fmt: skip
+    return str(path)

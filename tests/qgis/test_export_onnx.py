@@ -8,7 +8,6 @@ imports torch), as in test_segment_finetuned.py. S1RTC patches stand in for S1GR
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -22,19 +21,6 @@ SEGMENT = "terramind:segmentwithfinetunedmodel"
 CONFIG = REPO / "tests" / "goldens" / "segmentation" / "configs" / "tiny_sen1floods11.yaml"
 RTOL = 1e-4
 pytestmark = pytest.mark.usefixtures("test_models_available")
-
-
-@pytest.fixture(scope="module")
-def flood_ckpt(tmp_path_factory, worker_python) -> str:
-    path = tmp_path_factory.mktemp("ckpt") / "flood_tiny.ckpt"
-    script = (
-        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
-        "from test_segmentation_goldens import write_checkpoint;"
-        "write_checkpoint(__import__('pathlib').Path(sys.argv[3]), 'tiny_sen1floods11')"
-    )
-    subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(REPO / "tests" / "unit" / "models"), str(path)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
-    return str(path)
 
 
 def test_parameter_keys(terramind_provider):

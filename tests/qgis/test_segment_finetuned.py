@@ -23,19 +23,6 @@ CONFIG = GOLD / "configs" / "tiny_sen1floods11.yaml"
 pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
-@pytest.fixture(scope="module")
-def flood_ckpt(tmp_path_factory, worker_python) -> str:
-    path = tmp_path_factory.mktemp("ckpt") / "flood_tiny.ckpt"
-    script = (
-        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
-        "from test_segmentation_goldens import write_checkpoint;"
-        "write_checkpoint(__import__('pathlib').Path(sys.argv[3]), 'tiny_sen1floods11')"
-    )
-    subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(REPO / "tests" / "unit" / "models"), str(path)],
-                   check=True, capture_output=True, timeout=300)  # fmt: skip
-    return str(path)
-
-
 def _params(ckpt: str, example, tmp_path, **extra) -> dict:
     return {"MODEL_FILE": ckpt, "CONFIG": str(CONFIG), "INPUT_S2L1C": example("S2L1C"), "INPUT_S1GRD": example("S1RTC"),
             "OUTPUT": str(tmp_path / "classes.tif"), "DEVICE": "cpu", **extra}  # fmt: skip

@@ -44,12 +44,18 @@ goldens: plugin-link
 
 setup: system-deps plugin-link $(VENV)/.installed
 
+# QGIS 3.40 LTR comes from Debian 12's bookworm-backports (plain bookworm has 3.22).
+QGIS_SUITE   := bookworm-backports
+QGIS_MIN     := 3.40
 system-deps:
-	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1; then \
-	  echo "installing Debian packages: $(APT_PKGS)"; \
+	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1 || ! dpkg --compare-versions "$$(dpkg-query -W -f='$${Version}' qgis 2>/dev/null)" ge $(QGIS_MIN); then \
+	  echo "installing Debian packages: $(APT_PKGS) (QGIS from $(QGIS_SUITE))"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  if ! grep -rqs "$(QGIS_SUITE)" /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	    echo "deb http://deb.debian.org/debian $(QGIS_SUITE) main" | $$SUDO tee /etc/apt/sources.list.d/$(QGIS_SUITE).list >/dev/null; \
+	  fi; \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(APT_PKGS); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends -t $(QGIS_SUITE) $(APT_PKGS); \
 	fi
 
 plugin-link:

@@ -9,7 +9,7 @@ Everything that needs a model calls these functions (the worker, the engine, too
     load_tim(model_id, modalities, tim_modalities=("LULC",), *, merge_method="mean", tim_chained_generations=True,
              weights=None, tokenizer_weights=None, untrained=False, device="cpu")
 
-Every function also takes ``progress=`` (models/progress.py) for download progress, messages and
+Every function also takes ``progress=`` (models/core/progress.py) for download progress, messages and
 cancellation.
 
 Weights: ``weights=None`` takes the catalogue entry's Hugging Face source (local cache first, then a
@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import catalogue
-from .catalogue import ModelSpec
-from .errors import ConfigError
-from .modalities import modality_for_key
-from .progress import NullProgress, PercentAsMessages, Progress
+from .core import catalogue
+from .core.catalogue import ModelSpec
+from .core.errors import ConfigError
+from .core.modalities import modality_for_key
+from .core.progress import NullProgress, PercentAsMessages, Progress
 from .terramind import TerraMindGeneration, TerraMindTiM, TerraMindViT
 from .terramind.embeddings import embedding_spec
 from .tokenizers import build_tokenizer

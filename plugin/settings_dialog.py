@@ -20,8 +20,8 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..models.errors import TerraMindError
-from ..models.job import Job, ModelRequest
+from ..models.core.errors import TerraMindError
+from ..models.core.job import Job, ModelRequest
 from ..processing_algorithms import environment, worker_client
 
 

@@ -29,8 +29,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..models.errors import CancelledError, ConfigError, TerraMindError
-from ..models.job import InputSpec, Job, ModelRequest, TilingSpec
+from ..models.core.errors import CancelledError, ConfigError, TerraMindError
+from ..models.core.job import InputSpec, Job, ModelRequest, TilingSpec
 from . import LOG_TAG, environment, layers, styling, worker_client
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "terramind.svg")
@@ -43,7 +43,7 @@ class OutputTarget:
 
     param: str
     path: str
-    style: str  # a models/styles.py output name: modality or role
+    style: str  # a models/core/styles.py output name: modality or role
     layer_name: str
 
 

@@ -13,9 +13,9 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
 )
 
-from ..models import catalogue
-from ..models.errors import ConfigError
-from ..models.job import ModelRequest, TilingSpec
+from ..models.core import catalogue
+from ..models.core.errors import ConfigError
+from ..models.core.job import ModelRequest, TilingSpec
 from . import parameters as p
 from .base import RunPlan, TerraMindAlgorithm
 from .reconstruct_with_tokenizer import MODALITIES as TOKENIZER_MODALITIES

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from qgis.core import QgsSettings
 
-from ..models.errors import BackendUnavailableError
+from ..models.core.errors import BackendUnavailableError
 
 ENV_VAR = "TERRAMIND_PYTHON"
 SETTINGS_KEY = "terramind/python"

@@ -18,9 +18,9 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..models import catalogue
-from ..models.errors import ConfigError
-from ..models.job import ModelRequest, TilingSpec, onnx_decoder_path
+from ..models.core import catalogue
+from ..models.core.errors import ConfigError
+from ..models.core.job import ModelRequest, TilingSpec, onnx_decoder_path
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 

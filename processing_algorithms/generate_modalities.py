@@ -12,10 +12,10 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..models import catalogue
-from ..models.errors import ConfigError
-from ..models.job import ModelRequest
-from ..models.modalities import IMAGE_OUTPUTS, INPUTS, MODALITIES
+from ..models.core import catalogue
+from ..models.core.errors import ConfigError
+from ..models.core.job import ModelRequest
+from ..models.core.modalities import IMAGE_OUTPUTS, INPUTS, MODALITIES
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .layers import check_input

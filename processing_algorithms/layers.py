@@ -35,8 +35,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import Qt
 
-from ..models.errors import CancelledError, InputRasterError
-from ..models.modalities import Modality
+from ..models.core.errors import CancelledError, InputRasterError
+from ..models.core.modalities import Modality
 
 READABLE_TYPES = {
     Qgis.DataType.Byte, Qgis.DataType.UInt16, Qgis.DataType.Int16, Qgis.DataType.UInt32,

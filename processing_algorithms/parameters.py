@@ -25,9 +25,9 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
-from ..models import catalogue
-from ..models.errors import ConfigError
-from ..models.job import PRECISIONS, TilingSpec
+from ..models.core import catalogue
+from ..models.core.errors import ConfigError
+from ..models.core.job import PRECISIONS, TilingSpec
 from . import LOG_TAG
 
 MODEL = "MODEL"

@@ -13,8 +13,8 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from ..models.catalogue import ModelSpec
-from ..models.errors import ConfigError, InputRasterError
+from ..models.core.catalogue import ModelSpec
+from ..models.core.errors import ConfigError, InputRasterError
 from .layers import LayerInput
 from .parameters import EXTENT, SharedOptions
 

@@ -29,9 +29,9 @@ from qgis.PyQt.QtGui import QColor
 
 import processing
 
-from ..models.errors import ConfigError
-from ..models.job import ModelRequest
-from ..models.modalities import MODALITIES
+from ..models.core.errors import ConfigError
+from ..models.core.job import ModelRequest
+from ..models.core.modalities import MODALITIES
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .layers import band_count, check_input

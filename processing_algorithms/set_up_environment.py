@@ -33,7 +33,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..models.errors import BackendUnavailableError, CancelledError, ConfigError, TerraMindError
+from ..models.core.errors import BackendUnavailableError, CancelledError, ConfigError, TerraMindError
 from . import environment
 from .base import ICON
 from .parameters import advanced

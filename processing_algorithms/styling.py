@@ -4,7 +4,7 @@ Algorithms never touch the project or ``iface``. Instead ``attach_style`` regist
 ``StylePostProcessor`` on the layer Processing will load for an output file; Processing calls it on
 the main thread after adding the layer. It loads the worker's ``.qml`` sidecar (styled with the
 output's own statistics) or, if the worker wrote none, the default style of that output from
-``models/styles.py``. Processing keeps only a raw pointer to a post-processor, so every instance
+``models/core/styles.py``. Processing keeps only a raw pointer to a post-processor, so every instance
 is also kept alive here (QGIS issues #47533/#48087).
 """
 
@@ -21,7 +21,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtXml import QDomDocument
 
-from ..models.styles import render_qml, sidecar_path, style_for
+from ..models.core.styles import render_qml, sidecar_path, style_for
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):

@@ -1,6 +1,6 @@
 """Run one job in the worker process and relay its events to a ``QgsProcessingFeedback``.
 
-``run_job`` writes the job file (protocol: ``models/job.py``), starts
+``run_job`` writes the job file (protocol: ``models/core/job.py``), starts
 ``<python> -m <plugin>.models.worker <job.json>`` in a clean environment, forwards ``progress``,
 ``info`` and ``warning`` events, and returns the ``result`` event. It polls
 ``feedback.isCanceled()`` every 0.1 s; on cancel it stops the worker (terminate, then kill after
@@ -25,8 +25,8 @@ from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingFeedback
 
-from ..models.errors import ERROR_TYPES, CancelledError, WorkerError
-from ..models.job import Job, parse_event, partial_glob
+from ..models.core.errors import ERROR_TYPES, CancelledError, WorkerError
+from ..models.core.job import Job, parse_event, partial_glob
 from . import LOG_TAG
 from .environment import Interpreter, package_name, worker_environment
 

@@ -79,8 +79,8 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
 
 def _official_weights_missing(model_ids: list[str]) -> str | None:
     """None when every official file is in the Hugging Face cache or could be downloaded, else why not."""
-    from terramind_qgis.models import catalogue
-    from terramind_qgis.models.errors import TerraMindError
+    from terramind_qgis.models.core import catalogue
+    from terramind_qgis.models.core.errors import TerraMindError
     from terramind_qgis.models.weights import hub
 
     specs = [catalogue.get(m) for m in model_ids]

@@ -15,8 +15,8 @@ from qgis.PyQt.QtCore import QRectF, QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 from qgis.PyQt.QtXml import QDomDocument
 
-from terramind_qgis.models.modalities import LULC_CLASSES
-from terramind_qgis.models.styles import render_qml, style_for
+from terramind_qgis.models.core.modalities import LULC_CLASSES
+from terramind_qgis.models.core.styles import render_qml, style_for
 
 PANEL, TITLE, GAP, FOOTER = 320, 46, 12, 96
 PANELS = (

@@ -2,13 +2,13 @@
 
 Run with network access (the project venv)::
 
-    .venv/bin/python tools/pin_revisions.py            # rewrite models/catalogue.py
+    .venv/bin/python tools/pin_revisions.py            # rewrite models/core/catalogue.py
     .venv/bin/python tools/pin_revisions.py --dry-run  # only print what it would write
 
 For every distinct repo of the official entries it asks ``HfApi().model_info(repo, revision=<current>,
 files_metadata=True)`` for the commit hash (``sha``) and the weights file's LFS sha256, and rewrites
 the block between ``# BEGIN PINNED_REVISIONS`` and ``# END PINNED_REVISIONS`` in
-models/catalogue.py. Offline (``HF_HUB_OFFLINE=1`` or no connection) it says so on stderr and exits
+models/core/catalogue.py. Offline (``HF_HUB_OFFLINE=1`` or no connection) it says so on stderr and exits
 with status 1 without touching the file.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / ".pluginpath"))
 
-from terramind_qgis.models import catalogue  # noqa: E402
+from terramind_qgis.models.core import catalogue  # noqa: E402
 from terramind_qgis.models.weights.hub import hub_offline  # noqa: E402
 
 CATALOGUE_FILE = REPO_ROOT / "models" / "catalogue.py"

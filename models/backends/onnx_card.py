@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import CheckpointError
+from ..core.errors import CheckpointError
 
 CARD_KEY = "terramind_qgis.card"
 CARD_FORMAT = "terramind_qgis.onnx"

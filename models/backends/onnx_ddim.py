@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def trailing_timesteps(num_train_timesteps: int, num_inference_steps: int) -> list[int]:

@@ -55,8 +55,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BackendUnavailableError, ConfigError, TerraMindError
-from ..progress import NullProgress, Progress
+from ..core.errors import BackendUnavailableError, ConfigError, TerraMindError
+from ..core.progress import NullProgress, Progress
 from .onnx_card import (
     CARD_FORMAT, CARD_KEY, CARD_VERSION, DIVAE_DENOISER, SEGMENTATION, TOKENIZER_ENCODER, VQVAE_DECODER, PathLike,
     io_entry, plugin_version,
@@ -236,8 +236,8 @@ def export_tokenizer(
     card names the other file). ``progress`` hears which graph is being exported (0-50-100 %).
     """
     progress = progress or NullProgress()
-    from .. import catalogue
-    from ..modalities import get_modality
+    from ..core import catalogue
+    from ..core.modalities import get_modality
 
     model_id = model_id or str(tokenizer.model_id)
     spec = catalogue.get(str(tokenizer.model_id))
@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             model = load_segmentation_model(args.model, args.config, classes=args.classes)
             written = [export_segmentation(model, args.out, tile_size=args.tile_size, model_id=args.id, opset=args.opset)]
         else:
-            from .. import build, catalogue
+            from .. import build
+            from ..core import catalogue
             from ..weights.hub import resolve_weights
 
             for folder in args.catalogue:

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError, ConfigError, InputRasterError
-from ..modalities import ClassInfo
-from ..progress import NullProgress, Progress, check_cancelled
+from ..core.errors import CheckpointError, ConfigError, InputRasterError
+from ..core.modalities import ClassInfo
+from ..core.progress import NullProgress, Progress, check_cancelled
 from .onnx_card import DIVAE_DENOISER, SEGMENTATION, TOKENIZER_ENCODER, VQVAE_DECODER, PathLike, read_card
 from .onnx_ddim import NumpyDDIM
 from .onnx_session import OnnxGraph, open_graph
@@ -85,7 +85,7 @@ class OnnxSegmentationModel:
                 f"the model card of '{Path(path).name}' does not describe its graph: config inputs "
                 f"{self.input_names} vs graph inputs {self.graph.input_names}"
             )
-        from ..segmentation.classes import resolve_classes  # torch-free
+        from ..core.classes import resolve_classes  # torch-free
 
         self.classes = resolve_classes(self.config.num_classes, names=self.config.class_names, card_classes=_classes(card))
         self.provenance = OnnxProvenance(str(path), None, "onnx", str(card["model_id"]))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, CheckpointError, ConfigError
+from ..core.errors import BackendUnavailableError, CheckpointError, ConfigError
 from .onnx_card import PathLike, read_card
 
 CPU = "CPUExecutionProvider"

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..catalogue import ModelSpec
-from ..errors import ConfigError
-from ..job import Job
-from ..progress import Progress
+from ..core.catalogue import ModelSpec
+from ..core.errors import ConfigError
+from ..core.job import Job
+from ..core.progress import Progress
 from .onnx_card import DIVAE_DENOISER, SEGMENTATION, TOKENIZER_ENCODER, VQVAE_DECODER, read_card
 
 BACKENDS = ("torch", "onnx")
@@ -106,7 +106,7 @@ def describe_onnx_segmentation(job: Job) -> Any:
 
 def load_onnx_segmentation(job: Job, device: str, classes: str | None = None) -> Any:
     """segment.run's ``load_segmentation_model`` for an ``.onnx`` (``classes`` overrides names/colours)."""
-    from ..segmentation.classes import resolve_classes
+    from ..core.classes import resolve_classes
     from .onnx_runtime import OnnxSegmentationModel
 
     model = OnnxSegmentationModel(str(job.model.weights), device=device)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import InputRasterError
+from ..core.errors import InputRasterError
 
 TARGET_RESOLUTION_M = 10.0
 RESOLUTION_TOLERANCE = 0.01  # relative: 9.9 .. 10.1 m keeps the input's own grid

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputRasterError
-from ..job import InputSpec
-from ..modalities import Modality
+from ..core.errors import InputRasterError
+from ..core.job import InputSpec
+from ..core.modalities import Modality
 from .grid import WorkingGrid
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..progress import Progress, ScaledProgress, check_cancelled
+from ..core.progress import Progress, ScaledProgress, check_cancelled
 from .accumulator import Released, StreamingBlender
 from .reader import InputStack
 from .tiling import Tile, TilePlan

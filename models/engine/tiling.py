@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def axis_origins(length: int, tile_size: int, overlap: int) -> tuple[int, ...]:

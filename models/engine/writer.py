@@ -5,7 +5,7 @@ tiled, DEFLATE-compressed GeoTIFF (horizontal predictor for integers, floating-p
 for floats, ``BIGTIFF=IF_SAFER``), with band descriptions, a nodata value and metadata tags. On
 ``commit`` it gets, in this order (class rasters get their colour table when created): the category names in the
 GDAL PAM sidecar ``<path>.aux.xml`` (rasterio has no API for them; merged into any sidecar GDAL
-wrote), the ``.qml`` style sidecar (``models/styles.py``) with per-band display ranges from the
+wrote), the ``.qml`` style sidecar (``models/core/styles.py``) with per-band display ranges from the
 statistics gathered while writing, and finally the rename of the GeoTIFF to ``path`` — so a
 reader never sees a half-written file. ``abort`` closes and removes the partial files.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..modalities import ClassInfo
+from ..core.modalities import ClassInfo
 from .grid import WorkingGrid
 
 FLOAT_NODATA = -9999.0  # float32 outputs (far outside every modality's range)
@@ -32,7 +32,7 @@ class OutputRaster:
     key: str  # the job's output key
     path: str
     band_descriptions: tuple[str, ...]
-    style: str  # a ``models/styles.py`` output name: modality or role
+    style: str  # a ``models/core/styles.py`` output name: modality or role
     dtype: str = "float32"  # 'float32' or 'uint8'
     classes: tuple[ClassInfo, ...] = ()  # class rasters: colour table + category names
     tags: dict[str, str] = field(default_factory=dict)
@@ -155,7 +155,7 @@ class GeoTiffWriter:
 
     def commit(self) -> str:
         """Finish the file: colour table, category names, style sidecar, then the atomic rename."""
-        from .. import styles
+        from ..core import styles
 
         self._dst.close()
         final, aux = self.spec.path, self.partial + ".aux.xml"

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import ConfigError, UnsupportedModalityError
-from ..modalities import MODALITIES, resolve_input_key
+from ..core.errors import ConfigError, UnsupportedModalityError
+from ..core.modalities import MODALITIES, resolve_input_key
 
 SIZES = ("tiny", "small", "base", "large")
 MERGE_METHODS = ("mean", "max", "concat")
@@ -38,7 +38,7 @@ class InputSpec:
     """One input modality of the model: its config name, band names and standardisation."""
 
     name: str  # as written in the config (the key of the input dict), e.g. 'S2L1C', 'S1GRD'
-    modality: str  # canonical modality of models/modalities.py, e.g. 'S1GRD'
+    modality: str  # canonical modality of models/core/modalities.py, e.g. 'S1GRD'
     bands: tuple[str, ...]  # band names in model channel order
     mean: tuple[float, ...]
     std: tuple[float, ...]

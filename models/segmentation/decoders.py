@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def _norm_layer(use_norm: bool | str | dict[str, Any], channels: int) -> nn.Module:

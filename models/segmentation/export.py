@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, TerraMindError
+from ..core.errors import ConfigError, TerraMindError
 from .checkpoint import CARD_FORMAT, CARD_VERSION, file_sha256, load_segmentation_model
 from .model import SegmentationModel
 

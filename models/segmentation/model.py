@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import catalogue
-from ..catalogue import TerraMindConfig
-from ..errors import ConfigError, InputRasterError
-from ..modalities import ClassInfo
+from ..core import catalogue
+from ..core.catalogue import TerraMindConfig
+from ..core.errors import ConfigError, InputRasterError
+from ..core.modalities import ClassInfo
 from ..terramind import SamplingConfig, TerraMindTiM, TerraMindViT
 from .config import SegmentationConfig
 from .decoders import build_decoder

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 class Neck(nn.Module):

@@ -26,9 +26,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..catalogue import TerraMindConfig
-from ..errors import ConfigError, InputRasterError
-from ..modalities import modality_for_key
+from ..core.catalogue import TerraMindConfig
+from ..core.errors import ConfigError, InputRasterError
+from ..core.modalities import modality_for_key
 from .blocks import Block, make_norm
 from .embeddings import ImageEncoderEmbedding, build_encoder_embedding, embedding_spec
 from .names import input_key, name_mapping

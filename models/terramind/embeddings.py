@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..errors import ConfigError, InputRasterError
+from ..core.errors import ConfigError, InputRasterError
 from .posemb import cpu_2d_sincos_posemb, build_2d_sincos_posemb, resize_pos_emb
 
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..catalogue import TerraMindConfig
-from ..errors import ConfigError, InputRasterError
-from ..modalities import modality_for_key
-from ..progress import NullProgress, Progress, ScaledProgress, check_cancelled
+from ..core.catalogue import TerraMindConfig
+from ..core.errors import ConfigError, InputRasterError
+from ..core.modalities import modality_for_key
+from ..core.progress import NullProgress, Progress, ScaledProgress, check_cancelled
 from .embeddings import embedding_spec
 from .encoder_decoder import TerraMindEncoderDecoder
 from .names import input_key, name_mapping, output_key

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..errors import ConfigError, UnsupportedModalityError
-from ..modalities import resolve_input_key, resolve_output_key
+from ..core.errors import ConfigError, UnsupportedModalityError
+from ..core.modalities import resolve_input_key, resolve_output_key
 from .embeddings import EMBEDDING_SPECS
 
 _SEQUENCE_WORDS = ("coord", "caption", "text", "location")

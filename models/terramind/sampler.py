@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..progress import NullProgress, Progress, check_cancelled
+from ..core.errors import ConfigError
+from ..core.progress import NullProgress, Progress, check_cancelled
 from .encoder_decoder import TerraMindEncoderDecoder
 
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..catalogue import TerraMindConfig
-from ..errors import ConfigError, InputRasterError
+from ..core.catalogue import TerraMindConfig
+from ..core.errors import ConfigError, InputRasterError
 from .backbone import _EncoderFeatures
 from .embeddings import build_encoder_embedding, embedding_spec
 from .encoder_decoder import TerraMindEncoderDecoder

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalogue import TokenizerConfig
-from ..errors import ConfigError, InputRasterError
-from ..progress import NullProgress, Progress, check_cancelled
+from ..core.catalogue import TokenizerConfig
+from ..core.errors import ConfigError, InputRasterError
+from ..core.progress import NullProgress, Progress, check_cancelled
 from .fsq import FiniteScalarQuantizer
 from .unet import GroupNorm32
 from .vit import ViTEncoder

@@ -1,4 +1,4 @@
-"""``build_tokenizer``: a ``TokenizerConfig`` (models/catalogue.py) → ``DiVAE`` or ``VQVAE`` module.
+"""``build_tokenizer``: a ``TokenizerConfig`` (models/core/catalogue.py) → ``DiVAE`` or ``VQVAE`` module.
 
 The module is built with the reference's initial values only where they are cheap and
 deterministic (sin-cos ``pos_emb``); everything else is PyTorch's default init, meant to be
@@ -11,8 +11,8 @@ so ``load_state_dict(checkpoint, assign=True)`` leaves nothing on the meta devic
 
 from __future__ import annotations
 
-from ..catalogue import TokenizerConfig
-from ..errors import ConfigError
+from ..core.catalogue import TokenizerConfig
+from ..core.errors import ConfigError
 from .divae import DiVAE
 from .unet import GROUP_NORM_GROUPS
 from .vqvae import VQVAE

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def linear_betas(num_train_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:

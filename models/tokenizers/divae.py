@@ -26,9 +26,9 @@ from collections.abc import Iterator
 
 import torch
 
-from ..catalogue import TokenizerConfig
-from ..errors import ConfigError, InputRasterError
-from ..progress import NullProgress, Progress, check_cancelled
+from ..core.catalogue import TokenizerConfig
+from ..core.errors import ConfigError, InputRasterError
+from ..core.progress import NullProgress, Progress, check_cancelled
 from .base import VQ, as_size
 from .ddim import DDIMScheduler, DDIMStepOutput
 from .unet import PatchedUNetCondCat

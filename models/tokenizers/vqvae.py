@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..catalogue import TokenizerConfig
-from ..errors import ConfigError, InputRasterError
-from ..progress import NullProgress, Progress, check_cancelled
+from ..core.catalogue import TokenizerConfig
+from ..core.errors import ConfigError, InputRasterError
+from ..core.progress import NullProgress, Progress, check_cancelled
 from .base import VQ, as_size
 from .vit import ViTDecoder
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..modalities import modality_for_key
+from ..core.modalities import modality_for_key
 from ..terramind.backbone import select_band_columns
 from .reading import Checkpoint
 

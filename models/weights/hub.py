@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalogue import ModelSpec, WeightsSource
-from ..errors import CancelledError, ConfigError, DownloadError
-from ..progress import NullProgress, Progress, check_cancelled
+from ..core.catalogue import ModelSpec, WeightsSource
+from ..core.errors import CancelledError, ConfigError, DownloadError
+from ..core.progress import NullProgress, Progress, check_cancelled
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 _TRUE = {"1", "true", "yes", "on"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import CheckpointError
+from ..core.errors import CheckpointError
 from .bands import band_subset_view, pretrained_proj_shapes
 from .matching import (
     KeyMapping,

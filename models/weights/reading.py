@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..core.errors import CheckpointError
 
 CONTAINER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _ZIP_MAGIC = b"PK\x03\x04"

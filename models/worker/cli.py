@@ -1,4 +1,4 @@
-"""The worker entry point: ``python -m <plugin>.models.worker <job.json>`` (protocol: ``models/job.py``).
+"""The worker entry point: ``python -m <plugin>.models.worker <job.json>`` (protocol: ``models/core/job.py``).
 
 Also the headless command line (``--help``). Exit codes and what the user sees:
 
@@ -23,11 +23,11 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from ..errors import CancelledError, ConfigError, TerraMindError
-from ..job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, TASKS as PROTOCOL_TASKS, Job
+from ..core.errors import CancelledError, ConfigError, TerraMindError
+from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, TASKS as PROTOCOL_TASKS, Job
 from .events import EventStream, WorkerProgress, install_signal_handlers
 
-DESCRIPTION = """Run one TerraMind job (a JSON file, protocol in models/job.py) and stream JSON-line
+DESCRIPTION = """Run one TerraMind job (a JSON file, protocol in models/core/job.py) and stream JSON-line
 events (progress, info, warning, result, error) on stdout. Tasks: {tasks}."""
 
 GDAL_CACHE_MB = 128  # GDAL block cache (MB) unless GDAL_CACHEMAX is set: memory must not grow with the raster

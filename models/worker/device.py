@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..progress import Progress
+from ..core.errors import ConfigError
+from ..core.progress import Progress
 
 
 @dataclass(frozen=True)

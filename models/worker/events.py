@@ -16,8 +16,8 @@ import sys
 import time
 from typing import IO, Any
 
-from ..errors import CancelledError
-from ..job import event
+from ..core.errors import CancelledError
+from ..core.job import event
 
 
 class EventStream:

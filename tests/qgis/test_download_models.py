@@ -52,7 +52,7 @@ def test_parameter_keys_and_choices(cards):
     assert alg.group() == "Environment" and alg.shortHelpString()
     models = alg.parameterDefinition("MODELS")
     assert models.allowMultiple() and models.usesStaticStrings() and models.defaultValue() == "terramind_v1_base"
-    from terramind_qgis.models.catalogue import OFFICIAL
+    from terramind_qgis.models.core.catalogue import OFFICIAL
 
     assert models.options()[: len(OFFICIAL)] == [s.id for s in OFFICIAL]  # official ids first, then custom cards
     assert {TM, DEM} <= set(models.options()) and "test_tokenizer_dem" not in models.options()  # no weights: not listed
@@ -99,7 +99,7 @@ def test_reconstruction_reads_the_downloaded_folder_alone(cards, tmp_path, examp
     gone and HF_HUB_OFFLINE=1, reconstruction with WEIGHTS = the folder runs and records that file."""
     made = tmp_path / "dem.pt"
     script = ("import sys, torch; sys.path.insert(0, sys.argv[1]);"
-              "from terramind_qgis.models import build, catalogue; catalogue.load_cards(sys.argv[2]);"
+              "from terramind_qgis.models import build; from terramind_qgis.models.core import catalogue; catalogue.load_cards(sys.argv[2]);"
               "torch.save(build.load_tokenizer('test_tokenizer_dem', untrained=True).state_dict(), sys.argv[3])")  # fmt: skip
     subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(CATALOGUE), str(made)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip

@@ -7,7 +7,7 @@ import pytest
 from qgis.core import QgsProject
 
 import processing
-from terramind_qgis.models.modalities import LULC_CLASSES, MODALITIES
+from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:generatemodalities"

@@ -7,7 +7,7 @@ import pytest
 from qgis.core import QgsProcessingException, QgsProject
 
 import processing
-from terramind_qgis.models.modalities import LULC_CLASSES
+from terramind_qgis.models.core.modalities import LULC_CLASSES
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:mapwaterzeroshot"

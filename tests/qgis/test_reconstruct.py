@@ -12,7 +12,7 @@ from osgeo import gdal
 from qgis.core import QgsProject, QgsRasterLayer
 
 import processing
-from terramind_qgis.models.modalities import LULC_CLASSES, MODALITIES
+from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:reconstructwithtokenizer"

@@ -1,12 +1,12 @@
-"""The QML documents of models/styles.py as QGIS reads them, and the layer styling helper."""
+"""The QML documents of models/core/styles.py as QGIS reads them, and the layer styling helper."""
 
 from __future__ import annotations
 
 import pytest
 from qgis.core import QgsRasterLayer
 
-from terramind_qgis.models.modalities import LULC_CLASSES
-from terramind_qgis.models.styles import style_for, write_sidecar
+from terramind_qgis.models.core.modalities import LULC_CLASSES
+from terramind_qgis.models.core.styles import style_for, write_sidecar
 from terramind_qgis.processing_algorithms.styling import apply_style
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from terramind_qgis.models.errors import CancelledError, InputRasterError, WorkerError
-from terramind_qgis.models.job import Job, ModelRequest
+from terramind_qgis.models.core.errors import CancelledError, InputRasterError, WorkerError
+from terramind_qgis.models.core.job import Job, ModelRequest
 from terramind_qgis.processing_algorithms import environment, worker_client
 from terramind_qgis.processing_algorithms.environment import Interpreter
 
@@ -121,13 +121,13 @@ def test_worker_environment_is_clean(monkeypatch):
     env = environment.worker_environment()
     assert not {"PROJ_LIB", "PROJ_DATA", "GDAL_DATA", "PYTHONHOME"} & set(env)
     assert env["PYTHONPATH"] == os.path.dirname(environment.plugin_dir())
-    assert os.path.isfile(os.path.join(env["PYTHONPATH"], environment.package_name(), "models", "job.py"))
+    assert os.path.isfile(os.path.join(env["PYTHONPATH"], environment.package_name(), "models", "core", "job.py"))
     assert env["PYTHONPATH"] == str(REPO / ".pluginpath")
 
 
 def test_a_killed_workers_scratch_folder_is_removed(qgis_app, out_dir):
     """A worker killed mid-run leaves its tiled engine's carry folder beside the output: the clean-up takes it."""
-    from terramind_qgis.models.job import blend_scratch_prefix
+    from terramind_qgis.models.core.job import blend_scratch_prefix
 
     job = _job(out_dir, behaviour="crash")
     before = worker_client._snapshot([])

@@ -1,37 +1,41 @@
-"""Import rules between the plugin's layers (architecture.md §2), checked on the source with ``ast``.
+"""Import rules between the plugin's layers (docs/architecture.md, "Layers"), checked on the source with ``ast``.
 
 Every import counts, including those inside functions. Relative imports are resolved to module
-names inside the plugin package (``models.catalogue``, ``processing_algorithms.base``, ...).
+names inside the plugin package (``models.core.catalogue``, ``processing_algorithms.base``, ...).
+The rules are data (``RULES``); ``violations(tree)`` applies them to a source tree, so the tests
+run them on the repository and on small trees with a planted violation of each rule.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("models", "processing_algorithms", "plugin")
-TORCH_FREE_MODELS = {"models", "models.errors", "models.progress", "models.modalities", "models.catalogue",
-                     "models.job", "models.styles"}
-HEAVY = {"torch", "onnxruntime", "rasterio", "safetensors", "huggingface_hub", "pyproj", "shapely", "onnx"}
+TORCH_FREE = "models.core"  # the package QGIS may import: stdlib only
+HEAVY = {"torch", "onnxruntime", "rasterio", "safetensors", "huggingface_hub", "pyproj", "shapely", "onnx", "dask",
+         "distributed", "pystac"}  # fmt: skip
 RAW_QT = {"PyQt5", "PyQt6", "PySide2", "PySide6", "sip"}
 GUI = {"qgis.gui", "qgis.utils", "qgis.PyQt.QtWidgets"}
+WORKER = "models.worker"
+# who may import the worker package: itself, and the fleet that fans it out
+WORKER_CLIENTS = {"models.worker", "models.fleet"}
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def _imports(path: Path) -> list[tuple[str, int, bool]]:
+def imports(path: Path, root: Path) -> list[tuple[str, int, bool]]:
     """(absolute module name, line, at module level) of every import; plugin modules without the package name."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    name = _module_name(path)
-    parts = [part for part in name.split(".") if part]
+    parts = [part for part in module_name(path, root).split(".") if part]
     package = parts if path.name == "__init__.py" else parts[:-1]
     top_level = {id(node) for node in tree.body}
     found = []
@@ -42,7 +46,8 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
             if node.level:
                 base = package[: len(package) - node.level + 1] if node.level > 1 else package
                 module = ".".join([*base, *([node.module] if node.module else [])])
-                targets = [module] if node.module else [f"{module}.{a.name}".lstrip(".") for a in node.names]
+                # ``from ..models import build`` imports the module models.build
+                targets = ([module] if node.module else []) + [f"{module}.{a.name}".lstrip(".") for a in node.names]
             else:
                 targets = [node.module or ""]
                 if node.module in ("qgis", "qgis.PyQt"):
@@ -51,71 +56,122 @@ def _imports(path: Path) -> list[tuple[str, int, bool]]:
     return found
 
 
-def _sources(*packages: str) -> list[Path]:
-    return sorted(p for pkg in packages for p in (REPO / pkg).rglob("*.py") if "__pycache__" not in p.parts)
-
-
 def _top(module: str) -> str:
     return module.split(".")[0]
 
 
-def _within(module: str, prefixes: set[str]) -> bool:
+def within(module: str, *prefixes: str) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def test_sources_found():
-    names = {_module_name(p) for p in _sources(*PACKAGES)}
-    assert {"models.job", "processing_algorithms.base", "plugin.plugin"} <= names
-
-
-@pytest.mark.parametrize("path", _sources("models"), ids=lambda p: _module_name(p))
-def test_models_never_import_qgis_or_the_qgis_side(path):
-    bad = [(m, line) for m, line, _ in _imports(path)
-           if _top(m) in {"qgis", *RAW_QT} or _within(m, {"plugin", "processing_algorithms"})]
-    assert not bad, f"{path.relative_to(REPO)} imports {bad}"
-
-
-@pytest.mark.parametrize("name", sorted(TORCH_FREE_MODELS - {"models"}))
-def test_torch_free_models_import_only_stdlib_and_each_other(name):
-    path = REPO / (name.replace(".", "/") + ".py")
-    bad = [(m, line) for m, line, _ in _imports(path)
-           if _top(m) in HEAVY | {"numpy", "qgis", "osgeo"} or (_top(m) == "models" and m not in TORCH_FREE_MODELS)]
-    assert not bad, f"{name} must stay torch-free but imports {bad}"
-
-
-@pytest.mark.parametrize("path", _sources("processing_algorithms"), ids=lambda p: _module_name(p))
-def test_processing_algorithms_stay_light_and_gui_free(path):
-    bad = []
-    for module, line, _ in _imports(path):
-        if _top(module) in HEAVY | RAW_QT or _within(module, GUI | {"plugin"}):
-            bad.append((module, line))
-        elif _top(module) == "models" and module not in TORCH_FREE_MODELS:
-            bad.append((module, line))
+def _uses_iface(path: Path) -> list[int]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    bad += [("iface", n.lineno) for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "iface"]
-    assert not bad, f"{path.relative_to(REPO)} imports or uses {bad}"
+    return [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "iface"]
 
 
-@pytest.mark.parametrize("path", _sources("plugin"), ids=lambda p: _module_name(p))
-def test_plugin_uses_only_torch_free_models_and_qgis_pyqt(path):
-    bad = [(m, line) for m, line, _ in _imports(path)
-           if _top(m) in HEAVY | RAW_QT or (_top(m) == "models" and m not in TORCH_FREE_MODELS)]
-    assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    applies: Callable[[str], bool]  # to a module name
+    forbidden: Callable[[str], bool]  # an imported module name
+    why: str
 
 
-def test_root_init_imports_nothing_at_module_level():
-    path = REPO / "__init__.py"
-    module_level = [(m, line) for m, line, top in _imports(path) if top and m != "__future__"]
-    assert not module_level, f"__init__.py must import lazily (inside classFactory), found {module_level}"
-    lazy = [m for m, _, top in _imports(path) if not top]
-    assert lazy == ["plugin.plugin"], lazy
+def _not_core_models(m: str) -> bool:
+    return _top(m) == "models" and not within(m, TORCH_FREE) and m != "models"
 
 
-def test_rule_checker_catches_a_violation(tmp_path, monkeypatch):
-    """The resolver really maps relative imports: a planted bad import is reported."""
-    pkg = tmp_path / "processing_algorithms"
-    pkg.mkdir()
-    bad = pkg / "bad.py"
-    bad.write_text("from ..models.engine import run\nfrom ..plugin import x\nimport torch\n")
-    monkeypatch.setattr(__import__(__name__, fromlist=["REPO"]), "REPO", tmp_path)
-    assert [m for m, _, _ in _imports(bad)] == ["models.engine", "plugin", "torch"]
+RULES = (
+    Rule("models-no-qgis", lambda n: within(n, "models"),
+         lambda m: _top(m) in {"qgis", *RAW_QT} or within(m, "plugin", "processing_algorithms"),
+         "models/ runs without QGIS"),
+    Rule("core-stdlib-only", lambda n: within(n, TORCH_FREE),
+         lambda m: _top(m) in HEAVY | {"numpy", "qgis", "osgeo", "yaml"} or (_top(m) == "models" and not within(m, TORCH_FREE)),
+         "models/core is what QGIS's Python imports"),
+    Rule("worker-only-for-its-clients", lambda n: within(n, "models") and not within(n, *WORKER_CLIENTS),
+         lambda m: within(m, WORKER),
+         "backends, the engine and the model packages are used by the worker, never the other way round"),
+    Rule("processing-light", lambda n: within(n, "processing_algorithms"),
+         lambda m: _top(m) in HEAVY | RAW_QT or within(m, *GUI, "plugin") or _not_core_models(m),
+         "the QGIS side imports no torch and only models/core"),
+    Rule("plugin-light", lambda n: within(n, "plugin"),
+         lambda m: _top(m) in HEAVY | RAW_QT or _not_core_models(m),
+         "the desktop side imports no torch and only models/core"),
+)  # fmt: skip
+
+
+def sources(root: Path) -> list[Path]:
+    return sorted(p for pkg in PACKAGES if (root / pkg).is_dir() for p in (root / pkg).rglob("*.py")
+                  if "__pycache__" not in p.parts)  # fmt: skip
+
+
+def violations(root: Path) -> list[str]:
+    """Every broken rule in the tree at ``root``: 'rule: file:line imports module'."""
+    found = []
+    for path in sources(root):
+        name, rel = module_name(path, root), path.relative_to(root)
+        for rule in RULES:
+            if rule.applies(name):
+                bad = {}  # line -> first forbidden module of that import statement
+                for m, line, _ in imports(path, root):
+                    if rule.forbidden(m):
+                        bad.setdefault(line, m)
+                found += [f"{rule.name}: {rel}:{line} imports {m}" for line, m in bad.items()]
+        if within(name, "processing_algorithms"):
+            found += [f"processing-light: {rel}:{line} uses iface" for line in _uses_iface(path)]
+    init = root / "__init__.py"
+    if init.exists():
+        module_level = {}
+        for m, line, top in imports(init, root):
+            if top and m != "__future__":
+                module_level.setdefault(line, m)
+        found += [f"root-lazy: __init__.py:{line} imports {m} at module level" for line, m in module_level.items()]
+    return found
+
+
+def test_sources_found():
+    names = {module_name(p, REPO) for p in sources(REPO)}
+    assert {"models.core.job", "processing_algorithms.base", "plugin.plugin", "models.worker.cli"} <= names
+
+
+def test_the_tree_keeps_every_rule():
+    assert violations(REPO) == []
+
+
+def test_root_init_imports_the_plugin_lazily():
+    lazy = {m for m, _, top in imports(REPO / "__init__.py", REPO) if not top}
+    assert lazy and all(within(m, "plugin.plugin") for m in lazy), lazy
+
+
+PLANTED = {  # file -> (source, the rule it breaks)
+    "models/engine/bad_qgis.py": ("from qgis.core import QgsRasterLayer\n", "models-no-qgis"),
+    "models/core/bad_numpy.py": ("def f():\n    import numpy\n", "core-stdlib-only"),
+    "models/core/bad_models.py": ("from ..engine import run_tiled\n", "core-stdlib-only"),
+    "models/backends/bad_worker.py": ("from ..worker.device import select_device\n", "worker-only-for-its-clients"),
+    "models/terramind/bad_worker.py": ("from ..worker.tasks import common\n", "worker-only-for-its-clients"),
+    "models/segmentation/bad_worker.py": ("def f():\n    from ..worker import cli\n", "worker-only-for-its-clients"),
+    "processing_algorithms/bad_torch.py": ("import torch\n", "processing-light"),
+    "processing_algorithms/bad_models.py": ("from ..models.engine import run_tiled\n", "processing-light"),
+    "processing_algorithms/bad_gui.py": ("from qgis.PyQt.QtWidgets import QDialog\n", "processing-light"),
+    "processing_algorithms/bad_iface.py": ("def f():\n    return iface\n", "processing-light"),
+    "plugin/bad_build.py": ("from ..models import build\n", "plugin-light"),
+    "__init__.py": ("from .plugin.plugin import X\n", "root-lazy"),
+}
+
+
+def test_each_rule_bites_on_a_planted_violation(tmp_path):
+    for rel, (text, _) in PLANTED.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    allowed = {"models/worker/ok.py": "from ..core import job\nfrom .tasks import x\n",
+               "models/core/ok.py": "import json\nfrom .errors import ConfigError\n",
+               "processing_algorithms/ok.py": "from ..models.core import catalogue\nfrom qgis.core import Qgis\n"}
+    for rel, text in allowed.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    found = violations(tmp_path)
+    for rel, (_, rule) in PLANTED.items():
+        assert any(v.startswith(f"{rule}: {rel}:") for v in found), (rel, rule, found)
+    assert not any("/ok.py" in v for v in found), found
+    assert len(found) == len(PLANTED), found

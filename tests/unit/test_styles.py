@@ -1,4 +1,4 @@
-"""models/styles.py without QGIS: style choice per output, the QML document, the sidecar file.
+"""models/core/styles.py without QGIS: style choice per output, the QML document, the sidecar file.
 
 (tests/qgis/test_styles_qgis.py loads the same documents into QGIS raster layers.)
 """
@@ -10,9 +10,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from terramind_qgis.models.errors import ConfigError
-from terramind_qgis.models.modalities import LULC_CLASSES, ClassInfo
-from terramind_qgis.models.styles import StyleSpec, render_qml, sidecar_path, style_for, write_sidecar
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.modalities import LULC_CLASSES, ClassInfo
+from terramind_qgis.models.core.styles import StyleSpec, render_qml, sidecar_path, style_for, write_sidecar
 
 
 def _renderer(qml: str) -> ET.Element:

@@ -51,7 +51,7 @@ def bench_ours(variant: str, repeat: int) -> dict:
     sys.path.insert(0, str(REPO / ".pluginpath"))
     import torch
 
-    from terramind_qgis.models.catalogue import get
+    from terramind_qgis.models.core.catalogue import get
     from terramind_qgis.models.terramind import TerraMindGeneration
     from terramind_qgis.models.weights.loading import load_checkpoint_, untrained_checkpoint
     from terramind_qgis.models.weights.matching import GENERATION

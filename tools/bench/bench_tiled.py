@@ -47,7 +47,7 @@ def make_weights(folder: Path) -> dict[str, Path]:
     """Untrained (deterministic) weights in the official checkpoint layouts, written once."""
     import torch
 
-    from terramind_qgis.models import catalogue
+    from terramind_qgis.models.core import catalogue
     from terramind_qgis.models.terramind import TerraMindGeneration
     from terramind_qgis.models.tokenizers import build_tokenizer
     from terramind_qgis.models.weights.loading import untrained_checkpoint

@@ -43,7 +43,7 @@ DEFAULT_REF_PY = "/root/.cache/terramind-reference-venv/bin/python"
 def patch() -> torch.Tensor:
     import rasterio
 
-    from terramind_qgis.models.modalities import get_modality
+    from terramind_qgis.models.core.modalities import get_modality
 
     with rasterio.open(PATCH) as src:
         raw = src.read().astype(np.float64)[None]  # (1, 12, 224, 224)
@@ -57,7 +57,7 @@ def seeded() -> torch.Generator:
 
 
 def ours(state_dict: dict, dtype: torch.dtype | None) -> dict[str, Callable[[torch.Tensor], object]]:
-    from terramind_qgis.models.catalogue import get
+    from terramind_qgis.models.core.catalogue import get
     from terramind_qgis.models.tokenizers import build_tokenizer
     from terramind_qgis.models.weights.loading import load_checkpoint_
     from terramind_qgis.models.weights.matching import TOKENIZER
@@ -96,7 +96,7 @@ def run(impls: list[str], repeats: int, bf16: bool) -> dict:
     from terramind_qgis.models.weights.untrained import deterministic_state_dict
 
     with torch.device("meta"):
-        from terramind_qgis.models.catalogue import get
+        from terramind_qgis.models.core.catalogue import get
         from terramind_qgis.models.tokenizers import build_tokenizer
 
         layout = build_tokenizer(get(MODEL_ID).config).state_dict()

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ... import catalogue
-from ...catalogue import ModelSpec
+from ...core import catalogue
+from ...core.catalogue import ModelSpec
 from ...engine import GeoTiffWriter, InputRaster, InputStack, OutputRaster, TilePlan, WorkingGrid, build_working_grid
-from ...errors import ConfigError, InputRasterError
-from ...job import Job, blend_scratch_prefix
-from ...modalities import MODALITIES, Modality, get_modality
-from ...progress import Progress, ScaledProgress
+from ...core.errors import ConfigError, InputRasterError
+from ...core.job import Job, blend_scratch_prefix
+from ...core.modalities import MODALITIES, Modality, get_modality
+from ...core.progress import Progress, ScaledProgress
 
 if TYPE_CHECKING:  # context.py imports this module
     from .context import RunContext

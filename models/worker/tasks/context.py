@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...progress import Progress
+from ...core.progress import Progress
 from ..device import DeviceChoice
 from .common import OutputSet
 

@@ -12,7 +12,7 @@ import platform
 import sys
 from typing import Any
 
-from ...job import Job, PROTOCOL_VERSION
+from ...core.job import Job, PROTOCOL_VERSION
 from . import common
 from .context import RunContext
 

@@ -37,12 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import catalogue
-from ...catalogue import ModelSpec, WeightsSource
-from ...errors import ConfigError, DownloadError
-from ...job import Job
-from ...modalities import get_modality
-from ...progress import Progress, ScaledProgress, check_cancelled
+from ...core import catalogue
+from ...core.catalogue import ModelSpec, WeightsSource
+from ...core.errors import ConfigError, DownloadError
+from ...core.job import Job
+from ...core.modalities import get_modality
+from ...core.progress import Progress, ScaledProgress, check_cancelled
 from ...weights import hub
 from . import common
 from .context import RunContext

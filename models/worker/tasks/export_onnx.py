@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import catalogue
-from ...catalogue import ModelSpec
-from ...errors import ConfigError, ModelNotFoundError
-from ...job import Job, onnx_decoder_path
-from ...progress import ScaledProgress
+from ...core import catalogue
+from ...core.catalogue import ModelSpec
+from ...core.errors import ConfigError, ModelNotFoundError
+from ...core.job import Job, onnx_decoder_path
+from ...core.progress import ScaledProgress
 from . import common
 from .context import RunContext
 

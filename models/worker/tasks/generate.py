@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from ...catalogue import ModelSpec
+from ...core.catalogue import ModelSpec
 from ...engine import InputStack, Released, WorkingGrid, run_tiled
-from ...errors import ConfigError, UnsupportedModalityError
-from ...job import Job
-from ...modalities import Modality, get_modality
-from ...progress import Progress, ScaledProgress
+from ...core.errors import ConfigError, UnsupportedModalityError
+from ...core.job import Job
+from ...core.modalities import Modality, get_modality
+from ...core.progress import Progress, ScaledProgress
 from ..device import OomBackoff
 from . import common
 from .context import RunContext

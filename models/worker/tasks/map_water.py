@@ -2,7 +2,7 @@
 
 TerraMind generates the LULC modality from Sentinel-2 L2A (and optionally Sentinel-1 GRD and/or
 RTC) with its any-to-any generation (``build.load_generation``; no fine-tuning). Water is LULC
-class 1 "Water", optionally together with class 3 "Flooded vegetation" (models/modalities.py).
+class 1 "Water", optionally together with class 3 "Flooded vegetation" (models/core/modalities.py).
 
 Job: ``model.id`` = ``terramind_v1_<size>`` (or a custom card that can generate LULC);
 ``inputs``: ``S2L2A`` (required, the working grid), ``S1GRD`` / ``S1RTC`` (optional);
@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from ...catalogue import ModelSpec
+from ...core.catalogue import ModelSpec
 from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
-from ...errors import ConfigError, UnsupportedModalityError
-from ...job import Job
-from ...modalities import LULC_CLASSES, ClassInfo, get_modality
+from ...core.errors import ConfigError, UnsupportedModalityError
+from ...core.job import Job
+from ...core.modalities import LULC_CLASSES, ClassInfo, get_modality
 from . import common
 from .context import RunContext
 from .generate import generation_predictor

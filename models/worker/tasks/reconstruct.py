@@ -5,7 +5,7 @@ Job: ``model.id`` = a tokenizer (e.g. ``terramind_v1_tokenizer_s2l2a``); ``input
 ``modality`` (default: the only input), ``timesteps`` (DDIM steps, default 10), ``seed``
 (default 0), ``difference`` (bool; default: whether a difference path is given).
 
-Per tile: raw values → standardised with the v1 statistics (``models/modalities.py``; LULC class
+Per tile: raw values → standardised with the v1 statistics (``models/core/modalities.py``; LULC class
 ids go in unchanged) → token ids → decoded at the tile size (DiVAE: DDIM from start noise drawn on
 the CPU from ``torch.Generator().manual_seed(tile_seed(seed, row, col))``, so results do not
 depend on the batch size; DiVAE decoding needs tiles of a multiple of 32 px) → de-standardised.
@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 
 from ...backends.tasks import job_backend, load_onnx_tokenizer, onnx_reconstruct_predictor, onnx_tokenizer_spec
-from ...catalogue import ModelSpec
+from ...core.catalogue import ModelSpec
 from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
-from ...errors import ConfigError
-from ...job import Job
-from ...modalities import ClassInfo, Modality, get_modality
-from ...progress import Progress, ScaledProgress
+from ...core.errors import ConfigError
+from ...core.job import Job
+from ...core.modalities import ClassInfo, Modality, get_modality
+from ...core.progress import Progress, ScaledProgress
 from ..device import OomBackoff
 from . import common
 from .context import RunContext

@@ -4,7 +4,7 @@ Job: ``model.weights`` = the model file: a Lightning ``.ckpt``, a state dict (``
 ``.safetensors``) or a plugin model card (``.json``, models/segmentation/export.py); ``model.id``
 = a display name. ``params``: ``config`` (the TerraTorch YAML; optional for a ``.ckpt`` with
 hyper-parameters, ignored for cards), ``classes`` (names/colours overriding the model's,
-models/segmentation/classes.py), ``probabilities`` (bool; default: whether a path is given),
+models/core/classes.py), ``probabilities`` (bool; default: whether a path is given),
 ``seed`` (TiM models only, default 0). ``inputs``: keyed by modality name (``S2L1C``, ``S1GRD``,
 ...), one for each input of the model, with the bands the model reads in its order (a band-subset
 model such as burn scars reads its 6 bands; map them with ``bands``). ``outputs``: ``classes``
@@ -28,14 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from ... import catalogue
+from ...core import catalogue
 from ...backends.tasks import describe_onnx_segmentation, job_backend, load_onnx_segmentation, onnx_segment_predictor
-from ...catalogue import ModelSpec
+from ...core.catalogue import ModelSpec
 from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
-from ...errors import ConfigError
-from ...job import Job
-from ...modalities import Modality, get_modality
-from ...progress import Progress
+from ...core.errors import ConfigError
+from ...core.job import Job
+from ...core.modalities import Modality, get_modality
+from ...core.progress import Progress
 from ..device import OomBackoff
 from . import common
 from .context import RunContext

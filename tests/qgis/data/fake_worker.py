@@ -1,7 +1,7 @@
 """A stand-in worker process for testing the QGIS-side worker CLIENT (not the worker).
 
 Called as ``fake_worker.py -m <module> <job.json>`` through a wrapper script that plays the worker
-interpreter. It speaks protocol v1 (models/job.py) and behaves as ``job.params['behaviour']`` says:
+interpreter. It speaks protocol v1 (models/core/job.py) and behaves as ``job.params['behaviour']`` says:
 
 - ``ok``: progress 0..100, an info and a warning, writes each output through a partial file, a result;
 - ``error``: a worker ``error`` event (type/message from params) after stderr noise, exit 1;

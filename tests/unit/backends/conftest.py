@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from onnx_fixtures import CATALOGUE, load_case_model
-from terramind_qgis.models import build, catalogue
+from terramind_qgis.models import build
+from terramind_qgis.models.core import catalogue
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,7 @@ def batch_inputs(model, case: str) -> dict[str, np.ndarray]:
 
 def s2l2a_standardized(scenes: list[str]) -> np.ndarray:
     """Real S2L2A patches ``(B, 12, 224, 224)`` standardized with the v1 statistics (float32)."""
-    from terramind_qgis.models.modalities import get_modality
+    from terramind_qgis.models.core.modalities import get_modality
 
     m = get_modality("S2L2A")
     mean = np.asarray(m.mean, np.float32).reshape(1, -1, 1, 1)

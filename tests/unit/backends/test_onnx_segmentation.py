@@ -22,7 +22,7 @@ from onnx_fixtures import CASES, GOLD, REPO, RTOL, SCENES, batch_inputs, case_in
 from terramind_qgis.models.backends.onnx_card import CARD_KEY, read_card, read_onnx_metadata
 from terramind_qgis.models.backends.onnx_export import export_segmentation, main
 from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel
-from terramind_qgis.models.errors import CheckpointError, ConfigError, InputRasterError
+from terramind_qgis.models.core.errors import CheckpointError, ConfigError, InputRasterError
 from terramind_qgis.models.segmentation.checkpoint import file_sha256
 
 
@@ -171,7 +171,7 @@ def _run_blocked(blocked: list[str], code: str) -> subprocess.CompletedProcess:
 def test_without_onnxruntime_a_backend_unavailable_error(tiny_onnx: Path) -> None:
     code = (
         "from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel\n"
-        "from terramind_qgis.models.errors import BackendUnavailableError\n"
+        "from terramind_qgis.models.core.errors import BackendUnavailableError\n"
         "try:\n"
         f"    OnnxSegmentationModel({str(tiny_onnx)!r})\n"
         "except BackendUnavailableError as e:\n"

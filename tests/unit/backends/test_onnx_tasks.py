@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from onnx_fixtures import EXAMPLES, RTOL, SCENES, batch_inputs, relative_error
-from terramind_qgis.models import catalogue
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.backends import tasks
-from terramind_qgis.models.errors import ConfigError
-from terramind_qgis.models.job import InputSpec, Job, ModelRequest, TilingSpec
-from terramind_qgis.models.modalities import get_modality
-from terramind_qgis.models.progress import NullProgress
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingSpec
+from terramind_qgis.models.core.modalities import get_modality
+from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.worker.tasks.common import tile_seed
 
 

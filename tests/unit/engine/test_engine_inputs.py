@@ -11,7 +11,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 
 from engine_fixtures import EXAMPLES, Identity, open_stack, predictor, run_to_array, write_tif
 from terramind_qgis.models.engine import TilePlan
-from terramind_qgis.models.errors import InputRasterError
+from terramind_qgis.models.core.errors import InputRasterError
 
 
 def _plan(grid, tile=64, overlap=16):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from terramind_qgis.models.engine import StreamingBlender, TilePlan, axis_origins, axis_weights, cosine_ramp
-from terramind_qgis.models.errors import ConfigError
+from terramind_qgis.models.core.errors import ConfigError
 
 rng = np.random.default_rng(1234)
 # Property-style: many sizes, including sizes smaller than a tile, exact multiples and odd ones.
@@ -147,7 +147,7 @@ def test_blender_scratch_folder_sits_next_to_the_output_and_goes_away(tmp_path):
     side's leftover pattern matches, and closing the blender removes it with its files."""
     import glob
 
-    from terramind_qgis.models.job import blend_scratch_prefix, partial_glob
+    from terramind_qgis.models.core.job import blend_scratch_prefix, partial_glob
 
     out = str(tmp_path / "dem.tif")
     plan = TilePlan(600, 1200, tile_size=64, overlap=16, block_size=64, group_width=256)  # several column groups

@@ -14,8 +14,8 @@ import pytest
 import rasterio
 
 from terramind_qgis.models.engine import BandStats, GeoTiffWriter, OutputRaster, WorkingGrid, write_category_names
-from terramind_qgis.models.job import partial_glob
-from terramind_qgis.models.modalities import LULC_CLASSES, get_modality
+from terramind_qgis.models.core.job import partial_glob
+from terramind_qgis.models.core.modalities import LULC_CLASSES, get_modality
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 

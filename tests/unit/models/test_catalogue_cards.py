@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from terramind_qgis.models import catalogue
-from terramind_qgis.models.catalogue import ModelSpec
-from terramind_qgis.models.errors import ConfigError, ModelNotFoundError
+from terramind_qgis.models.core import catalogue
+from terramind_qgis.models.core.catalogue import ModelSpec
+from terramind_qgis.models.core.errors import ConfigError, ModelNotFoundError
 
 CARDS = Path(__file__).resolve().parents[2] / "data" / "catalogue"
 TEST_TOKENIZERS = {f"test_tokenizer_{m.lower()}": m for m in ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")}
@@ -65,7 +65,7 @@ def test_test_terramind_card_uses_the_test_tokenizers() -> None:
 def test_catalogue_path_environment_variable() -> None:
     code = (
         "import sys; sys.path.insert(0, '.pluginpath');"
-        "from terramind_qgis.models import catalogue;"
+        "from terramind_qgis.models.core import catalogue;"
         "print(catalogue.get('test_terramind_tiny').title, len(catalogue.all_specs('tokenizer')))"
     )
     env = {"TERRAMIND_CATALOGUE_PATH": str(CARDS), "PATH": "/usr/bin:/bin"}

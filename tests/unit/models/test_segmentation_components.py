@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from terramind_qgis.models.errors import ConfigError
+from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.segmentation.config import config_from_yaml_dict
 from terramind_qgis.models.segmentation.decoders import UNetDecoder, UperNetDecoder, build_decoder
 from terramind_qgis.models.segmentation.export import unique_state_dict

@@ -18,7 +18,7 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models.errors import CheckpointError, ConfigError
+from terramind_qgis.models.core.errors import CheckpointError, ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.export import export_model
 from terramind_qgis.models.terramind import reference_call_seed

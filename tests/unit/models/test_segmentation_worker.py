@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from terramind_qgis.models.errors import ConfigError
-from terramind_qgis.models.job import InputSpec, Job, ModelRequest, TilingSpec
-from terramind_qgis.models.progress import NullProgress
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingSpec
+from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.worker.device import select_device
 from terramind_qgis.models.worker.tasks import map_water, segment
 from terramind_qgis.models.worker.tasks.context import RunContext
@@ -160,7 +160,7 @@ def test_band_subset_inputs_are_checked_against_the_model_bands() -> None:
     """Burn scars reads 6 of the 12 S2L2A bands: a 12-band layer needs a band mapping."""
     import yaml
 
-    from terramind_qgis.models.errors import InputRasterError
+    from terramind_qgis.models.core.errors import InputRasterError
     from terramind_qgis.models.segmentation.config import config_from_yaml_dict
 
     cfg = config_from_yaml_dict(yaml.safe_load((GOLD / "configs" / "base_burnscars.yaml").read_text()))

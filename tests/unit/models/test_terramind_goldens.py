@@ -21,8 +21,8 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models.catalogue import get
-from terramind_qgis.models.modalities import MODALITIES
+from terramind_qgis.models.core.catalogue import get
+from terramind_qgis.models.core.modalities import MODALITIES
 from terramind_qgis.models.terramind import (
     SamplingConfig,
     TerraMindEncoderDecoder,

@@ -12,8 +12,8 @@ import random
 import pytest
 import torch
 
-from terramind_qgis.models.catalogue import TerraMindConfig
-from terramind_qgis.models.errors import (
+from terramind_qgis.models.core.catalogue import TerraMindConfig
+from terramind_qgis.models.core.errors import (
     CancelledError,
     CheckpointError,
     ConfigError,

@@ -24,10 +24,10 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models import catalogue
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_tokenizer
-from terramind_qgis.models.errors import ConfigError
-from terramind_qgis.models.modalities import get_modality
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.modalities import get_modality
 from terramind_qgis.models.tokenizers import DDIMScheduler, DiVAE, VQVAE, build_tokenizer
 
 REPO = Path(__file__).resolve().parents[3]

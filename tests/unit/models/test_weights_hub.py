@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from terramind_qgis.models import catalogue
-from terramind_qgis.models.catalogue import ModelSpec, TokenizerConfig
-from terramind_qgis.models.errors import CancelledError, ConfigError, DownloadError
-from terramind_qgis.models.progress import NullProgress
+from terramind_qgis.models.core import catalogue
+from terramind_qgis.models.core.catalogue import ModelSpec, TokenizerConfig
+from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError
+from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.weights import hub
 from terramind_qgis.models.weights.hub import resolve_weights
 from hub_cache import COMMIT, make_hub_cache

@@ -20,9 +20,9 @@ import rasterio
 import torch
 from safetensors.torch import save_file
 
-from terramind_qgis.models import catalogue
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import UNTRAINED_SOURCE, load_tokenizer
-from terramind_qgis.models.errors import CheckpointError, ConfigError
+from terramind_qgis.models.core.errors import CheckpointError, ConfigError
 from terramind_qgis.models.tokenizers import build_tokenizer
 from terramind_qgis.models.weights.untrained import fill_module_
 

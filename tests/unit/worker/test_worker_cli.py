@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from terramind_qgis.models.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, partial_glob
-from terramind_qgis.models.modalities import get_modality
+from terramind_qgis.models.core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, partial_glob
+from terramind_qgis.models.core.modalities import get_modality
 from terramind_qgis.models.worker.cli import run_job_file
 from terramind_qgis.models.worker.events import EventStream, WorkerProgress
 from worker_fixtures import (

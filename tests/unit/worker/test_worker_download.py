@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from terramind_qgis.models import catalogue
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_generation, load_tokenizer
-from terramind_qgis.models.errors import CancelledError, ConfigError, DownloadError, UnsupportedModalityError
-from terramind_qgis.models.job import Job
-from terramind_qgis.models.progress import NullProgress
+from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError, UnsupportedModalityError
+from terramind_qgis.models.core.job import Job
+from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.terramind import TerraMindGeneration
 from terramind_qgis.models.weights.loading import checkpoint_layout
 from terramind_qgis.models.weights.matching import GENERATION

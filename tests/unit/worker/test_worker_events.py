@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from terramind_qgis.models.errors import CancelledError
+from terramind_qgis.models.core.errors import CancelledError
 from terramind_qgis.models.worker.events import EventStream, WorkerProgress, install_signal_handlers
 
 

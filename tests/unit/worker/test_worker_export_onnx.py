@@ -16,13 +16,13 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models import catalogue
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.backends.onnx_card import read_card
 from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel, OnnxTokenizer
 from terramind_qgis.models.build import load_tokenizer
-from terramind_qgis.models.errors import ConfigError
-from terramind_qgis.models.job import Job, onnx_decoder_path
-from terramind_qgis.models.progress import NullProgress
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.job import Job, onnx_decoder_path
+from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
 from terramind_qgis.models.worker.device import select_device

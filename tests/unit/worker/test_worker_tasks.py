@@ -7,9 +7,9 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models.errors import ConfigError
-from terramind_qgis.models.job import Job
-from terramind_qgis.models.progress import NullProgress
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.job import Job
+from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.worker.device import OomBackoff, select_device
 from terramind_qgis.models.worker.tasks import TASKS
 from terramind_qgis.models.worker.tasks.common import tile_seed

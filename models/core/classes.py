@@ -18,8 +18,8 @@ import json
 import re
 from collections.abc import Sequence
 
-from ..errors import ConfigError
-from ..modalities import ClassInfo
+from .errors import ConfigError
+from .modalities import ClassInfo
 
 BACKGROUND = "#D9D9D9"
 CATEGORY10 = ("#1F77B4", "#D62728", "#2CA02C", "#FF7F0E", "#9467BD",

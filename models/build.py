@@ -1,16 +1,17 @@
-"""The model-loading facade: a catalogue id (plus modalities) → a ready, weight-loaded module.
+"""The model-loading facade: a model request (plus modalities) → a ready, weight-loaded module.
 
-Everything that needs a model calls these functions (the worker, the engine, tools, tests)::
+Everything that needs a model calls these functions (the worker's runtimes, tools, tests)::
 
-    load_tokenizer(model_id, *, weights=None, untrained=False, device="cpu")
-    load_generation(model_id, inputs, outputs, *, weights=None, tokenizer_weights=None, untrained=False, device="cpu")
-    load_backbone(model_id, modalities, *, merge_method="mean", bands=None, weights=None, tokenizer_weights=None,
-                  untrained=False, device="cpu")
-    load_tim(model_id, modalities, tim_modalities=("LULC",), *, merge_method="mean", tim_chained_generations=True,
-             weights=None, tokenizer_weights=None, untrained=False, device="cpu")
+    load_tokenizer(model, *, device="cpu")
+    load_generation(model, inputs, outputs, *, device="cpu")
+    load_backbone(model, modalities, *, merge_method="mean", bands=None, device="cpu")
+    load_tim(model, modalities, tim_modalities=("LULC",), *, merge_method="mean", tim_chained_generations=True,
+             device="cpu")
 
-Every function also takes ``progress=`` (models/core/progress.py) for download progress, messages and
-cancellation.
+``model`` is the job's ``ModelRequest`` (models/core/job.py: catalogue id, weights, tokenizer
+weights, untrained, extra model-card folders) or just a catalogue id (its published weights).
+Every function also takes ``progress=`` (models/core/progress.py) for download progress, messages
+and cancellation.
 
 Weights: ``weights=None`` takes the catalogue entry's Hugging Face source (local cache first, then a
 download; models/weights/hub.py); a path takes that file or folder. ``tokenizer_weights`` maps a
@@ -25,10 +26,11 @@ weights source needs either a path or ``untrained=True``.
 How: the module is built on the meta device (no memory, no random init) and filled by the one
 loading path, ``models/weights/loading.load_checkpoint_``: the checkpoint is matched strictly with
 the reference's key mapping (models/weights/matching.py) and assigned, deterministic buffers the
-file lacks are recomputed, and no meta tensor may remain. Returned modules are in eval mode with ``requires_grad=False`` and carry
-``model_id``, ``untrained`` and ``weights_source``: a dict of provenance strings
-(``hf://org/repo@revision/file``, a local path, or the untrained marker), key ``"model"`` for the
-model's own file and ``"tokenizer <MODALITY>"`` for the tokenizers inside a TerraMind model.
+file lacks are recomputed, and no meta tensor may remain. Returned modules are in eval mode with
+``requires_grad=False`` and carry ``model_id``, ``untrained`` and ``weights_source``: a dict of
+provenance strings (``hf://org/repo@revision/file``, a local path, or the untrained marker), key
+``"model"`` for the model's own file and ``"tokenizer <MODALITY>"`` for the tokenizers inside a
+TerraMind model.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from torch import nn
 from .core import catalogue
 from .core.catalogue import ModelSpec
 from .core.errors import ConfigError
+from .core.job import ModelRequest
 from .core.modalities import modality_for_key
 from .core.progress import NullProgress, PercentAsMessages, Progress
 from .terramind import TerraMindGeneration, TerraMindTiM, TerraMindViT
@@ -58,29 +61,24 @@ UNTRAINED_SOURCE = "untrained (deterministic fill, models/weights/untrained.py)"
 
 
 def load_tokenizer(
-    model_id: str,
-    *,
-    weights: PathLike | None = None,
-    untrained: bool = False,
-    device: str | torch.device = "cpu",
-    progress: Progress | None = None,
+    model: ModelRequest | str, *, device: str | torch.device = "cpu", progress: Progress | None = None
 ) -> nn.Module:
-    """The tokenizer ``model_id`` (a ``DiVAE`` or ``VQVAE``) with its weights, on ``device``."""
-    spec = _spec(model_id, "tokenizer")
+    """The tokenizer ``model`` (a ``DiVAE`` or ``VQVAE``) with its weights, on ``device``."""
+    request = as_request(model)
+    if request.tokenizer_weights:
+        raise ConfigError(f"model '{request.id}' is a tokenizer: give its file as weights, not as tokenizer weights")
+    spec = _spec(request, "tokenizer")
     with torch.device("meta"):
         tok = build_tokenizer(spec.config)  # type: ignore[arg-type]
-    source = _fill(tok, spec, TOKENIZER, weights, untrained, progress)
-    return _finish(tok, spec, untrained, {"model": source}, device)
+    source = _fill(tok, spec, TOKENIZER, request.weights, request.untrained, progress)
+    return _finish(tok, spec, request.untrained, {"model": source}, device)
 
 
 def load_generation(
-    model_id: str,
+    model: ModelRequest | str,
     inputs: Sequence[str],
     outputs: Sequence[str],
     *,
-    weights: PathLike | None = None,
-    tokenizer_weights: Mapping[str, PathLike] | None = None,
-    untrained: bool = False,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
 ) -> nn.Module:
@@ -89,24 +87,22 @@ def load_generation(
     Holds one tokenizer per tokenized input (LULC, NDVI) and per output, loaded from their own
     catalogue entries (or ``tokenizer_weights[<MODALITY>]``).
     """
-    spec = _spec(model_id, "terramind")
+    request = as_request(model)
+    spec = _spec(request, "terramind")
     with torch.device("meta"):
-        model = TerraMindGeneration(spec.config, list(inputs), list(outputs))  # type: ignore[arg-type]
-    _check_modalities(spec, model.input_mapping, spec.inputs, "input")
-    _check_modalities(spec, model.output_mapping, spec.outputs, "output")
-    tokenized = [k for k in model.input_mapping.values() if _is_tokenized(k)] + list(model.output_mapping.values())
-    return _load_terramind(model, spec, GENERATION, tokenized, weights, tokenizer_weights, untrained, device, progress)
+        module = TerraMindGeneration(spec.config, list(inputs), list(outputs))  # type: ignore[arg-type]
+    _check_modalities(spec, module.input_mapping, spec.inputs, "input")
+    _check_modalities(spec, module.output_mapping, spec.outputs, "output")
+    tokenized = [k for k in module.input_mapping.values() if _is_tokenized(k)] + list(module.output_mapping.values())
+    return _load_terramind(module, spec, GENERATION, tokenized, request, device, progress)
 
 
 def load_backbone(
-    model_id: str,
+    model: ModelRequest | str,
     modalities: Sequence[str],
     *,
     merge_method: str | None = "mean",
     bands: Mapping[str, Sequence[str]] | None = None,
-    weights: PathLike | None = None,
-    tokenizer_weights: Mapping[str, PathLike] | None = None,
-    untrained: bool = False,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
 ) -> nn.Module:
@@ -115,40 +111,44 @@ def load_backbone(
     ``bands={modality: [band names]}`` selects pretrained patch-embedding columns (terratorch's
     ``bands``); tokenized inputs (LULC, NDVI) get their tokenizers.
     """
-    spec = _spec(model_id, "terramind")
+    request = as_request(model)
+    spec = _spec(request, "terramind")
     with torch.device("meta"):
-        model = TerraMindViT(spec.config, list(modalities), merge_method, bands)  # type: ignore[arg-type]
-    _check_modalities(spec, model.mod_name_mapping, spec.inputs, "input")
-    tokenized = [k for k in model.mod_name_mapping.values() if _is_tokenized(k)]
-    return _load_terramind(model, spec, BACKBONE, tokenized, weights, tokenizer_weights, untrained, device, progress)
+        module = TerraMindViT(spec.config, list(modalities), merge_method, bands)  # type: ignore[arg-type]
+    _check_modalities(spec, module.mod_name_mapping, spec.inputs, "input")
+    tokenized = [k for k in module.mod_name_mapping.values() if _is_tokenized(k)]
+    return _load_terramind(module, spec, BACKBONE, tokenized, request, device, progress)
 
 
 def load_tim(
-    model_id: str,
+    model: ModelRequest | str,
     modalities: Sequence[str],
     tim_modalities: Sequence[str] = ("LULC",),
     *,
     merge_method: str | None = "mean",
     tim_chained_generations: bool = True,
-    weights: PathLike | None = None,
-    tokenizer_weights: Mapping[str, PathLike] | None = None,
-    untrained: bool = False,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
 ) -> nn.Module:
     """Thinking-in-Modalities backbone (``TerraMindTiM``): features over ``modalities`` plus
     internally generated ``tim_modalities`` tokens. Band subsets are not supported (as in terratorch)."""
-    spec = _spec(model_id, "terramind")
+    request = as_request(model)
+    spec = _spec(request, "terramind")
     with torch.device("meta"):
-        model = TerraMindTiM(
+        module = TerraMindTiM(
             spec.config, list(modalities), list(tim_modalities), merge_method,  # type: ignore[arg-type]
             tim_chained_generations=tim_chained_generations,
         )  # fmt: skip
-    inputs = {n: k for n, k in model.mod_name_mapping.items() if n in model.modalities}
+    inputs = {n: k for n, k in module.mod_name_mapping.items() if n in module.modalities}
     _check_modalities(spec, inputs, spec.inputs, "input")
-    _check_modalities(spec, dict(zip(model.tim_modalities, model.tim_keys)), spec.outputs, "TiM")
+    _check_modalities(spec, dict(zip(module.tim_modalities, module.tim_keys)), spec.outputs, "TiM")
     tokenized = [k for k in inputs.values() if _is_tokenized(k)]
-    return _load_terramind(model, spec, TIM, tokenized, weights, tokenizer_weights, untrained, device, progress)
+    return _load_terramind(module, spec, TIM, tokenized, request, device, progress)
+
+
+def as_request(model: ModelRequest | str) -> ModelRequest:
+    """A catalogue id means its published weights."""
+    return model if isinstance(model, ModelRequest) else ModelRequest(id=model)
 
 
 def _is_tokenized(key: str) -> bool:
@@ -190,7 +190,7 @@ def _attach_tokenizers(
         tok_weights = _tokenizer_weights_for(tokenizer_weights, modality)
         if tok_weights is None and folder is not None and tok_spec.weights is not None:
             tok_weights = find_in_folder(folder, tok_spec.weights)  # next to the model's own file
-        tok = load_tokenizer(tok_spec.id, weights=tok_weights, untrained=untrained, progress=progress)
+        tok = load_tokenizer(ModelRequest(tok_spec.id, weights=tok_weights, untrained=untrained), progress=progress)
         model.tokenizer[key] = tok
         sources[f"tokenizer {modality}"] = tok.weights_source["model"]
     return sources
@@ -200,28 +200,27 @@ def _attach_tokenizers(
 
 
 def _load_terramind(
-    model: nn.Module,
+    module: nn.Module,
     spec: ModelSpec,
     mapping: KeyMapping,
     tokenized: Sequence[str],
-    weights: PathLike | None,
-    tokenizer_weights: Mapping[str, PathLike] | None,
-    untrained: bool,
+    request: ModelRequest,
     device: str | torch.device,
     progress: Progress | None,
 ) -> nn.Module:
     """What every TerraMind loader does once its module is built on ``meta``: load its weights, then
     the tokenizers of the internal keys ``tokenized``, then finish it on ``device``."""
+    weights, untrained, tokenizer_weights = request.weights, request.untrained, request.tokenizer_weights or None
     _check_tokenizer_weights(spec, tokenized, tokenizer_weights, untrained)
-    sources = {"model": _fill(model, spec, mapping, weights, untrained, progress)}
-    sources.update(_attach_tokenizers(model, spec, tokenized, weights, tokenizer_weights, untrained, progress))
-    return _finish(model, spec, untrained, sources, device)
+    sources = {"model": _fill(module, spec, mapping, weights, untrained, progress)}
+    sources.update(_attach_tokenizers(module, spec, tokenized, weights, tokenizer_weights, untrained, progress))
+    return _finish(module, spec, untrained, sources, device)
 
 
-def _spec(model_id: str, kind: str) -> ModelSpec:
-    spec = catalogue.get(model_id)
+def _spec(request: ModelRequest, kind: str) -> ModelSpec:
+    spec = catalogue.for_request(request)
     if spec.kind != kind:
-        raise ConfigError(f"model '{model_id}' is a {spec.kind}, not a {kind}; choose a {kind} model")
+        raise ConfigError(f"model '{request.id}' is a {spec.kind}, not a {kind}; choose a {kind} model")
     return spec
 
 

@@ -1,13 +1,19 @@
-"""The base of every TerraMind algorithm: the one error boundary and the run template.
+"""The base of every TerraMind algorithm: identity from class attributes, the run template, the one
+error boundary.
 
-A subclass implements ``plan(parameters, context) -> RunPlan`` (read and check every parameter; no
-side effects) and ``results(plan, result) -> dict``. The base class
+A subclass sets ``NAME`` (the stable algorithm id), ``DISPLAY_NAME`` and ``GROUP`` (a key of
+``GROUPS``); its help is ``resources/help/terramind.yaml`` under ``NAME``. It implements
+``plan(parameters, context) -> RunPlan`` (read and check every parameter; no side effects), and may
+override ``results(plan, result, feedback)`` (the worker's result → Processing outputs) and
+``after_run(...)`` (QGIS-side work on the written files, e.g. polygons). The base class
 
 1. checks the plan before a run (``checkParameterValues``: the dialog shows the message at once);
 2. in ``processAlgorithm``: finds the worker interpreter, exports non-file layers, writes the job,
-   runs the worker (``worker_client``), and registers styles for the outputs Processing will load;
-3. turns every ``TerraMindError`` into ONE ``QgsProcessingException`` (also written to the QGIS
-   message log); any other exception propagates unchanged so QGIS shows its traceback.
+   runs the worker (``worker_client``), registers styles for the outputs Processing will load, and
+   calls ``results`` and ``after_run``;
+3. turns every ``TerraMindError`` raised by any of these into ONE ``QgsProcessingException`` led by
+   the parameter at fault (``field_names``: job field -> parameter key); any other exception
+   propagates unchanged so QGIS shows its traceback.
 """
 
 from __future__ import annotations
@@ -29,11 +35,16 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..models.core.errors import CancelledError, ConfigError, TerraMindError
+from ..models.core.errors import CancelledError, ConfigError, TerraMindError, where
 from ..models.core.job import InputSpec, Job, ModelRequest, TilingSpec
-from . import LOG_TAG, environment, layers, styling, worker_client
+from ..models.core.outputs import check_outputs_apart
+from . import LOG_TAG, environment, help, layers, styling, worker_client
+from .parameters import SHARED_FIELDS
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "terramind.svg")
+HELP_URL = "https://github.com/IBM/terramind"
+GROUPS = {"generation": "Generation", "segmentation": "Segmentation", "tokenizers": "Tokenizers",
+          "environment": "Environment"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,27 +74,78 @@ class RunPlan:
     skipped_outputs: list[str] = field(default_factory=list)  # destinations not written (not requested)
 
 
-class TerraMindAlgorithm(QgsProcessingAlgorithm):
-    """Template and error boundary of the provider's algorithms."""
+class AlgorithmIdentity:
+    """Name, group, help, icon of a provider algorithm, from its class attributes (a mixin in front of
+    ``QgsProcessingAlgorithm``: sip finds these overrides by name)."""
+
+    NAME = ""  # the algorithm id (public API: saved models and scripts use it)
+    DISPLAY_NAME = ""
+    GROUP = ""  # a key of GROUPS
+
+    def name(self) -> str:
+        return self.NAME
+
+    def displayName(self) -> str:
+        return self.tr(self.DISPLAY_NAME)
+
+    def group(self) -> str:
+        return self.tr(GROUPS[self.GROUP])
+
+    def groupId(self) -> str:
+        return self.GROUP
+
+    def shortHelpString(self) -> str:
+        return self.tr(help.short_help(self.NAME))
+
+    def shortDescription(self) -> str:
+        return self.tr(help.description(self.NAME))
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate(type(self).__name__, text)
 
-    def createInstance(self) -> TerraMindAlgorithm:
+    def createInstance(self) -> QgsProcessingAlgorithm:
         return type(self)()
 
     def icon(self) -> QIcon:
         return QIcon(ICON)
 
     def helpUrl(self) -> str:
-        return "https://github.com/IBM/terramind"
+        return HELP_URL
 
+
+class TerraMindAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
+    """Template and error boundary of the provider's algorithms that run the worker."""
+
+    FIELDS: dict[str, str] = {}  # job fields of this algorithm's own parameters -> parameter key
+
+    # -- what an algorithm says --------------------------------------------------------------------
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
         raise NotImplementedError
 
     def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
         return {t.param: result.get("outputs", {}).get(key, t.path) for key, t in plan.outputs.items()}
 
+    def after_run(self, plan: RunPlan, outputs: dict[str, Any], result: dict[str, Any], parameters: dict,
+                  context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> dict[str, Any]:  # fmt: skip
+        """QGIS-side work on the written outputs (inside the error boundary); returns the outputs."""
+        return outputs
+
+    def field_names(self) -> dict[str, str]:
+        """Job field -> parameter key, for leading messages with the parameter at fault."""
+        return {**SHARED_FIELDS, **self.FIELDS}
+
+    def parameter_for(self, job_field: str) -> str:
+        names = self.field_names()
+        if job_field in names:
+            return names[job_field]
+        kind, _, key = job_field.partition(".")
+        return {"inputs": f"INPUT_{key}", "outputs": f"OUTPUT_{key.upper()}", "params": key.upper()}.get(kind, job_field)
+
+    def message(self, error: TerraMindError) -> str:
+        """``error``'s one-line message, led by the parameter key of the field at fault."""
+        return where(error, {error.field: self.parameter_for(error.field)} if error.field else None)
+
+    # -- the template ------------------------------------------------------------------------------
     def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
@@ -94,7 +156,7 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
         try:
             check_output_paths(self.plan(parameters, context))
         except TerraMindError as e:
-            return False, str(e)
+            return False, self.message(e)
         finally:
             context.setLayersToLoadOnCompletion(to_load)
         return True, ""
@@ -116,17 +178,16 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
                 result = worker_client.run_job(job, interpreter, feedback)
             for target in plan.outputs.values():
                 styling.attach_style(context, target.path, target.style, target.layer_name)
-            return self.results(plan, result, feedback)
-        except CancelledError as e:
-            if plan is not None:
-                styling.forget_outputs(context, [t.path for t in plan.outputs.values()])
-            feedback.reportError(str(e))
-            raise QgsProcessingException(str(e)) from None
+            outputs = self.results(plan, result, feedback)
+            return self.after_run(plan, outputs, result, parameters, context, feedback)
         except TerraMindError as e:
-            QgsMessageLog.logMessage(str(e), LOG_TAG, Qgis.MessageLevel.Warning)
             if plan is not None:
                 styling.forget_outputs(context, [t.path for t in plan.outputs.values()])
-            raise QgsProcessingException(str(e)) from None
+            if isinstance(e, CancelledError):
+                feedback.reportError(str(e))
+            else:
+                QgsMessageLog.logMessage(self.message(e), LOG_TAG, Qgis.MessageLevel.Warning)
+            raise QgsProcessingException(self.message(e)) from None
 
     def _job(self, plan: RunPlan, tmp: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> Job:
         first_crs = plan.inputs[0].layer.crs() if plan.inputs else None  # tasks without layers: download, export
@@ -145,14 +206,14 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
                 bands, nodata = bands or layers.RENDERED_BANDS, None
             inputs[item.modality.name] = InputSpec(path=os.path.abspath(path), bands=bands, nodata=nodata,
                                                    file_nodata=layers.uses_file_nodata(item.layer, band),
-                                                   name=item.layer.name())
+                                                   name=item.layer.name())  # fmt: skip
         for target in plan.outputs.values():
             folder = os.path.dirname(os.path.abspath(target.path))
             try:
                 os.makedirs(folder, exist_ok=True)
             except OSError as e:
-                raise ConfigError(f"{target.param}: cannot create the folder '{folder}' ({e.strerror or e}); "
-                                  "choose a folder you can write to") from None
+                raise ConfigError(f"cannot create the folder '{folder}' ({e.strerror or e}); choose a folder you can "
+                                  "write to", field=f"outputs.{_key_of(plan, target)}") from None  # fmt: skip
         extent = None
         if plan.extent is not None:
             extent = (plan.extent.xMinimum(), plan.extent.yMinimum(), plan.extent.xMaximum(), plan.extent.yMaximum())
@@ -170,25 +231,17 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
         )
 
 
+def _key_of(plan: RunPlan, target: OutputTarget) -> str:
+    return next(key for key, t in plan.outputs.items() if t is target)
+
+
 def check_output_paths(plan: RunPlan) -> None:
-    """Each output gets its own file, and none overwrites an input layer's file."""
-    sources = {}
-    for item in plan.inputs:
-        path = layers.source_path(item.layer)
-        if path:
-            sources[os.path.realpath(path)] = item.label
-    seen: dict[str, str] = {}
-    for target in plan.outputs.values():
-        if not target.path:
-            continue
-        real = os.path.realpath(target.path)
-        if real in sources:
-            raise ConfigError(f"{target.param}: '{target.path}' is the file of input {sources[real]}; "
-                              "writing there would destroy the input: choose another file name")
-        if real in seen:
-            raise ConfigError(f"{target.param} and {seen[real]} are the same file '{target.path}'; "
-                              "give each output its own file name")
-        seen[real] = target.param
+    """The worker's output rules (models/core/outputs.py), checked early for the dialog (the folders are
+    made just before the run, and the worker checks them then)."""
+    sources = {item.label: layers.source_path(item.layer) or "" for item in plan.inputs}
+    targets = {f"outputs.{key}": t.path for key, t in plan.outputs.items() if t.path}
+    names = {f"outputs.{key}": t.param for key, t in plan.outputs.items()}
+    check_outputs_apart(sources, targets, names, check_folders=False)
 
 
 # Job parameters that are file or folder paths. The worker runs in a temporary folder (so that

@@ -24,37 +24,12 @@ from .reconstruct_with_tokenizer import MODALITIES as TOKENIZER_MODALITIES
 class DownloadModelsAlgorithm(TerraMindAlgorithm):
     """Fetch the weights of catalogue models (and a TerraMind model's tokenizers) ahead of offline runs."""
 
+    NAME, DISPLAY_NAME, GROUP = "downloadmodels", "Download models for offline use", "environment"
+
     MODELS = "MODELS"
     TOKENIZERS = "TOKENIZERS"
     FOLDER = "FOLDER"
     FILES = "FILES"
-
-    def name(self) -> str:
-        return "downloadmodels"
-
-    def displayName(self) -> str:
-        return self.tr("Download models for offline use")
-
-    def group(self) -> str:
-        return self.tr("Environment")
-
-    def groupId(self) -> str:
-        return "environment"
-
-    def shortHelpString(self) -> str:
-        return self.tr(
-            "Downloads the weights of the chosen models from Hugging Face, so that later runs need no network "
-            "(they then also work with HF_HUB_OFFLINE=1).\n\n"
-            "<b>Models</b>: TerraMind models and tokenizers of the catalogue (with custom model cards that name a "
-            "weights source). A TerraMind model brings the tokenizers it generates and reads with: all six, unless "
-            "<b>Tokenizers</b> lists the modalities to take.\n"
-            "<b>Folder</b>: optional. Each file is put there under its official name (a hard link to the Hugging Face "
-            "cache copy where possible, else a copy): give the folder as <i>Local weights</i> (WEIGHTS) of the other "
-            "algorithms, or copy it to a machine without network. Empty: the files stay in the Hugging Face cache "
-            "(HF_HOME / HF_HUB_CACHE), where every run looks first.\n"
-            "Files already in the cache are not downloaded again. The result lists every file with its repository, "
-            "revision, size and SHA-256."
-        )
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         models = p.catalogue_ids(with_weights=True)

@@ -1,6 +1,6 @@
 """Which Python runs the worker, and the clean environment it runs in.
 
-The models run in a separate process (architecture.md §1) started with an interpreter that has the
+The models run in a separate process (docs/architecture.md, "The worker process") started with an interpreter that has the
 plugin's dependencies (torch, rasterio, ...). It is chosen, first match wins, by:
 
 1. the environment variable ``TERRAMIND_PYTHON`` (headless use, CI, ``qgis_process``);

@@ -20,9 +20,12 @@ from qgis.core import (
 
 from ..models.core import catalogue
 from ..models.core.errors import ConfigError
+from ..models.core.outputs import check_output_path
 from ..models.core.job import ModelRequest, TilingSpec, onnx_decoder_path
+from ..models.core.params import decoder_tile_multiple, require_weights
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
+from .planning import input_file
 
 MODEL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json")
 MODEL_FILTER = "Fine-tuned models (*.ckpt *.pt *.pth *.safetensors *.json);;All files (*.*)"
@@ -31,6 +34,8 @@ MODEL_FILTER = "Fine-tuned models (*.ckpt *.pt *.pth *.safetensors *.json);;All 
 class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
     """Write a model as a self-describing ONNX file that the plugin runs with ONNX Runtime."""
 
+    NAME, DISPLAY_NAME, GROUP = "exportonnx", "Export model to ONNX", "environment"
+
     MODEL_FILE = "MODEL_FILE"
     CONFIG = "CONFIG"
     CLASSES = "CLASSES"
@@ -38,33 +43,6 @@ class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
     DECODER = "DECODER"
     MAX_DEVIATION = "MAX_DEVIATION"
     EXPORT_CHECK = "EXPORT_CHECK"
-
-    def name(self) -> str:
-        return "exportonnx"
-
-    def displayName(self) -> str:
-        return self.tr("Export model to ONNX")
-
-    def group(self) -> str:
-        return self.tr("Environment")
-
-    def groupId(self) -> str:
-        return "environment"
-
-    def shortHelpString(self) -> str:
-        return self.tr(
-            "Writes a model as an ONNX file that carries its own description (inputs, bands, statistics, classes, "
-            "tile size, source checkpoint). Give it as the model file of <i>Segment with fine-tuned model</i>, or as "
-            "WEIGHTS of <i>Reconstruct with tokenizer</i>: it then runs with ONNX Runtime, without PyTorch.\n\n"
-            "Either a <b>fine-tuned model file</b> (Lightning .ckpt, state dict or model card, with its TerraTorch "
-            "<b>config</b>; TiM models cannot be exported: they sample at random), or a <b>tokenizer</b> of the "
-            "catalogue (weights from WEIGHTS or Hugging Face). A tokenizer gives two graphs: the encoder in the output "
-            "file and the decoder next to it (<i>name</i>.decoder.onnx); keep them together.\n"
-            "<b>Tile size</b>: a graph serves one tile size; run it with the same TILE_SIZE (a multiple of 32 for the "
-            "diffusion tokenizers).\n"
-            "The export runs the graph with ONNX Runtime next to PyTorch on seeded inputs and reports the largest "
-            "relative deviation (below 1e-4 normally)."
-        )
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterFile(self.MODEL_FILE, self.tr("Fine-tuned segmentation model file"),
@@ -85,17 +63,9 @@ class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.MAX_DEVIATION, self.tr("Largest relative deviation from PyTorch")))
         self.addOutput(QgsProcessingOutputString(self.EXPORT_CHECK, self.tr("Deviation per graph and output (JSON)")))
 
-    def _file(self, parameters: dict, key: str, context: QgsProcessingContext, suffixes: tuple[str, ...]) -> str | None:
-        path = self.parameterAsFile(parameters, key, context) or None
-        if path is not None and not os.path.isfile(path):
-            raise ConfigError(f"{key}: '{path}' does not exist or is not a file")
-        if path is not None and not path.lower().endswith(suffixes):
-            raise ConfigError(f"{key}: '{os.path.basename(path)}' should be one of {', '.join(suffixes)}")
-        return path
-
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
-        model_file = self._file(parameters, self.MODEL_FILE, context, MODEL_SUFFIXES)
-        config = self._file(parameters, self.CONFIG, context, (".yaml", ".yml"))
+        model_file = input_file(self, parameters, self.MODEL_FILE, context, MODEL_SUFFIXES)
+        config = input_file(self, parameters, self.CONFIG, context, (".yaml", ".yml"))
         classes = self.parameterAsString(parameters, self.CLASSES, context) or None
         tokenizer = self.parameterAsEnumString(parameters, p.MODEL, context) or None
         weights = self.parameterAsFile(parameters, p.WEIGHTS, context) or None
@@ -104,9 +74,8 @@ class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
             raise ConfigError(f"give either {self.MODEL_FILE} (a fine-tuned segmentation model) or {p.MODEL} (a tokenizer), "
                               f"{'not both' if model_file else 'one of them'}")  # fmt: skip
         tile = self.parameterAsInt(parameters, p.TILE_SIZE, context)
-        path = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
-        if not path.lower().endswith(".onnx") or os.path.isdir(path):
-            raise ConfigError(f"{self.OUTPUT}: '{path}' must be a file name ending in .onnx")
+        path = check_output_path(self.OUTPUT, self.parameterAsFileOutput(parameters, self.OUTPUT, context), (".onnx",))
+        spec = None
         outputs = {"model": OutputTarget(self.OUTPUT, path, "", os.path.basename(path))}
         if model_file is not None:
             if weights or untrained:
@@ -122,18 +91,14 @@ class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
                 raise ConfigError(f"{p.WEIGHTS}: '{weights}' does not exist; give the tokenizer's checkpoint or its folder")
             if weights and untrained:
                 raise ConfigError(f"give either {p.WEIGHTS} or {p.UNTRAINED}, not both")
-            if spec.weights is None and not weights and not untrained:
-                raise ConfigError(f"{p.MODEL}: '{spec.id}' has no published weights; give its checkpoint in {p.WEIGHTS}")
-            if spec.config.kind == "divae" and tile % 32:
-                raise ConfigError(f"{p.TILE_SIZE} must be a multiple of 32 for the diffusion tokenizer '{spec.id}', got {tile}")
+            require_weights(spec, weights, untrained)
             decoder = onnx_decoder_path(path)
             outputs["decoder"] = OutputTarget(self.DECODER, decoder, "", os.path.basename(decoder))
             model = ModelRequest(id=spec.id, weights=weights, untrained=untrained, catalogue_paths=p.catalogue_paths())
             params = {"kind": "tokenizer"}
-        try:
-            tiling = TilingSpec(tile_size=tile, overlap=0, batch_size=1)
-        except ConfigError as e:
-            raise ConfigError(f"{p.TILE_SIZE}: {e}") from None
+        tiling = TilingSpec(tile_size=tile, overlap=0, batch_size=1)
+        if spec is not None:
+            tiling.require_multiple(decoder_tile_multiple(spec, [spec.modality]), "the diffusion decoder works on 32-pixel multiples")
         return RunPlan(task="export_onnx", inputs=[], outputs=outputs, model=model, params=params, tiling=tiling,
                        extent=None, device="cpu", precision="fp32")  # fmt: skip
 

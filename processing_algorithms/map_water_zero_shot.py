@@ -14,17 +14,19 @@ from qgis.core import (
 )
 
 from ..models.core import catalogue
-from ..models.core.errors import ConfigError
 from ..models.core.job import ModelRequest
 from ..models.core.modalities import MODALITIES
+from ..models.core.params import MapWaterParams, require_weights
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .layers import check_input
-from .planning import destination, layer_name, read_extent, require_weights
+from .planning import destination, layer_name, read_extent
 
 
 class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
     """Generate land cover with TerraMind and keep its Water class (optionally flooded vegetation)."""
+
+    NAME, DISPLAY_NAME, GROUP = "mapwaterzeroshot", "Map water (zero-shot)", "segmentation"
 
     INPUT_S2L2A = "INPUT_S2L2A"
     BANDS_S2L2A = "BANDS_S2L2A"
@@ -37,32 +39,8 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
     WATER_FRACTION = "WATER_FRACTION"
     WATER_AREA = "WATER_AREA"
     DEFAULT_MODEL = "terramind_v1_base"
-
-    def name(self) -> str:
-        return "mapwaterzeroshot"
-
-    def displayName(self) -> str:
-        return self.tr("Map water (zero-shot)")
-
-    def group(self) -> str:
-        return self.tr("Segmentation")
-
-    def groupId(self) -> str:
-        return "segmentation"
-
-    def shortHelpString(self) -> str:
-        return self.tr(
-            "Maps surface water without any fine-tuning: TerraMind generates a land-cover map (the 10 ESRI-derived "
-            "LULC classes) from Sentinel-2 L2A and, optionally, Sentinel-1, and water is its <i>Water</i> class "
-            "(optionally also <i>Flooded vegetation</i>).\n\n"
-            "<b>Inputs</b>: Sentinel-2 L2A with its 12 bands (B01..B12 without B10; map them with the band "
-            "mapping if the layer has another order), reflectance x 10000; Sentinel-1 GRD or RTC (VV, VH in dB) "
-            "optional. Outputs are written on the grid of the Sentinel-2 layer.\n"
-            "<b>Sampling</b>: the land cover is sampled from TerraMind's token distribution (temperature, top-p, "
-            "top-k as in Generate modalities); the seed makes runs reproducible.\n"
-            "<b>Outputs</b>: the water mask (1 water, 0 not water, nodata where an input has nodata) and the "
-            "generated land cover, both styled. The water fraction and area are returned as results."
-        )
+    FIELDS = {"inputs.S2L2A": INPUT_S2L2A, "outputs.water": OUTPUT_WATER, "outputs.lulc": OUTPUT_LULC,
+              "params.flooded_vegetation": FLOODED_VEGETATION}  # fmt: skip
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_S2L2A, self.tr("Input {}").format(MODALITIES["S2L2A"].title)))
@@ -95,13 +73,12 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
             if layer is not None:
                 inputs.append(check_input(key, layer, MODALITIES[modality]))
         spec = catalogue.get(self.parameterAsEnumString(parameters, p.MODEL, context) or self.DEFAULT_MODEL)
-        if spec.kind != "terramind" or "LULC" not in spec.outputs:
-            raise ConfigError(f"MODEL: '{spec.id}' cannot generate land cover; choose a TerraMind model")
-        for item in inputs:
-            if item.modality.name not in spec.inputs:
-                raise ConfigError(f"{item.param}: model '{spec.id}' does not accept {item.modality.name}")
-        shared = p.read_shared(self, parameters, context, tile_multiple=16)
-        require_weights(spec, shared)
+        params = MapWaterParams(self.parameterAsBoolean(parameters, self.FLOODED_VEGETATION, context),
+                                p.read_sampling(self, parameters, context),
+                                self.parameterAsInt(parameters, p.SEED, context))  # fmt: skip
+        params.check(spec, [item.modality.name for item in inputs])
+        shared = p.read_shared(self, parameters, context)
+        require_weights(spec, shared.weights, shared.untrained)
         extent = read_extent(self, parameters, context, inputs)
         source = inputs[0].layer.name()
         outputs = {"water": OutputTarget(self.OUTPUT_WATER, destination(self, parameters, self.OUTPUT_WATER, context),
@@ -116,11 +93,7 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
             outputs=outputs,
             model=ModelRequest(id=spec.id, weights=shared.weights, untrained=shared.untrained,
                                catalogue_paths=p.catalogue_paths()),
-            params={
-                "flooded_vegetation": self.parameterAsBoolean(parameters, self.FLOODED_VEGETATION, context),
-                **p.read_sampling(self, parameters, context),
-                "seed": self.parameterAsInt(parameters, p.SEED, context),
-            },
+            params=params.as_params(),
             tiling=shared.tiling, extent=extent, device=shared.device, precision=shared.precision,
         )  # fmt: skip
 

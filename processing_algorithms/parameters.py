@@ -28,6 +28,7 @@ from qgis.core import (
 from ..models.core import catalogue
 from ..models.core.errors import ConfigError
 from ..models.core.job import PRECISIONS, TilingSpec
+from ..models.core.params import DEFAULT_TIMESTEPS, MAX_SEED, MAX_TIMESTEPS, Sampling
 from . import LOG_TAG
 
 MODEL = "MODEL"
@@ -46,7 +47,14 @@ TOP_P = "TOP_P"
 TOP_K = "TOP_K"
 
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_TIMESTEPS = 10  # the IBM/terramind notebooks' value; the reference's own default is 50
+# The job fields of the shared parameters (models/core/errors.py ``where``: a rule's message is led
+# by the parameter key the user knows).
+SHARED_FIELDS = {
+    "model.id": MODEL, "model.weights": WEIGHTS, "model.untrained": UNTRAINED, "device": DEVICE,
+    "precision": PRECISION, "tiling.tile_size": TILE_SIZE, "tiling.overlap": OVERLAP, "tiling.batch_size": BATCH_SIZE,
+    "params.timesteps": TIMESTEPS, "params.seed": SEED, "params.temperature": TEMPERATURE, "params.top_p": TOP_P,
+    "params.top_k": TOP_K,
+}  # fmt: skip
 # "All files (*)", not "(*.*)": Processing then also accepts a folder (or a file without an extension) as WEIGHTS.
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.ckpt *.onnx);;All files (*)"
 
@@ -87,29 +95,28 @@ def model_param(kind: str, description: str, *, default: str | None, optional: b
 
 def timesteps_param(default: int = DEFAULT_TIMESTEPS) -> QgsProcessingParameterNumber:
     return QgsProcessingParameterNumber(TIMESTEPS, "Diffusion steps (DDIM) for decoding",
-                                        QgsProcessingParameterNumber.Type.Integer, default, minValue=1, maxValue=1000)
+                                        QgsProcessingParameterNumber.Type.Integer, default, minValue=1,
+                                        maxValue=MAX_TIMESTEPS)  # fmt: skip
 
 
 def sampling_params(*, as_advanced: bool = False) -> list[QgsProcessingParameterNumber]:
-    """Temperature, top-p and top-k of TerraMind's token sampling (terratorch defaults 1, 0.8, 0)."""
+    """Temperature, top-p and top-k of TerraMind's token sampling (defaults: models/core/params.py ``Sampling``)."""
+    d = Sampling()
     params = [
         QgsProcessingParameterNumber(TEMPERATURE, "Sampling temperature", QgsProcessingParameterNumber.Type.Double,
-                                     1.0, minValue=0.0, maxValue=10.0),
+                                     d.temperature, minValue=0.0, maxValue=10.0),
         QgsProcessingParameterNumber(TOP_P, "Top-p (nucleus) threshold, 0 disables",
-                                     QgsProcessingParameterNumber.Type.Double, 0.8, minValue=0.0, maxValue=1.0),
-        QgsProcessingParameterNumber(TOP_K, "Top-k, 0 disables", QgsProcessingParameterNumber.Type.Integer, 0,
+                                     QgsProcessingParameterNumber.Type.Double, d.top_p, minValue=0.0, maxValue=1.0),
+        QgsProcessingParameterNumber(TOP_K, "Top-k, 0 disables", QgsProcessingParameterNumber.Type.Integer, d.top_k,
                                      minValue=0),
     ]  # fmt: skip
     return [advanced(param) for param in params] if as_advanced else params
 
 
-def read_sampling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> dict[str, float]:
-    """The sampling parameters as the worker's ``params`` (``temperature``, ``top_p``, ``top_k``)."""
-    return {
-        "temperature": alg.parameterAsDouble(parameters, TEMPERATURE, context),
-        "top_p": alg.parameterAsDouble(parameters, TOP_P, context),
-        "top_k": alg.parameterAsInt(parameters, TOP_K, context),
-    }
+def read_sampling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> Sampling:
+    """The sampling parameters, checked."""
+    return Sampling(alg.parameterAsDouble(parameters, TEMPERATURE, context),
+                    alg.parameterAsDouble(parameters, TOP_P, context), alg.parameterAsInt(parameters, TOP_K, context))
 
 
 def band_mapping_param(name: str, description: str, parent: str) -> QgsProcessingParameterBand:
@@ -135,7 +142,7 @@ def read_band_mapping(alg: QgsProcessingAlgorithm, parameters: dict, name: str,
 
 def seed_param() -> QgsProcessingParameterNumber:
     return QgsProcessingParameterNumber(SEED, "Random seed (same seed and inputs give the same result)",
-                                        QgsProcessingParameterNumber.Type.Integer, 0, minValue=0, maxValue=2**31 - 1)
+                                        QgsProcessingParameterNumber.Type.Integer, 0, minValue=0, maxValue=MAX_SEED)
 
 
 def shared_params() -> list[QgsProcessingParameterDefinition]:
@@ -168,33 +175,21 @@ class SharedOptions:
     untrained: bool
 
 
-def read_tiling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext, *,
-                multiple_of: int = 16) -> TilingSpec:
-    tile = alg.parameterAsInt(parameters, TILE_SIZE, context)
-    overlap = alg.parameterAsInt(parameters, OVERLAP, context)
-    batch = alg.parameterAsInt(parameters, BATCH_SIZE, context)
-    if tile % multiple_of:
-        raise ConfigError(
-            f"TILE_SIZE must be a multiple of {multiple_of} for this model's decoder, got {tile} "
-            f"(try {max(multiple_of, round(tile / multiple_of) * multiple_of)})"
-        )
-    if overlap > tile // 2:
-        raise ConfigError(f"OVERLAP must be at most half the tile size ({tile // 2} px), got {overlap}")
-    try:
-        return TilingSpec(tile_size=tile, overlap=overlap, batch_size=batch)
-    except ConfigError as e:
-        raise ConfigError(f"TILE_SIZE/OVERLAP/BATCH_SIZE: {e}") from None
+def read_tiling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> TilingSpec:
+    """TILE_SIZE, OVERLAP and BATCH_SIZE, checked by ``TilingSpec`` (a model's own tile-size rule comes after)."""
+    return TilingSpec(tile_size=alg.parameterAsInt(parameters, TILE_SIZE, context),
+                      overlap=alg.parameterAsInt(parameters, OVERLAP, context),
+                      batch_size=alg.parameterAsInt(parameters, BATCH_SIZE, context))  # fmt: skip
 
 
-def read_shared(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext, *,
-                tile_multiple: int = 16) -> SharedOptions:
+def read_shared(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> SharedOptions:
     """Read and check the shared parameters."""
     weights = alg.parameterAsFile(parameters, WEIGHTS, context) or None
     if weights and not os.path.exists(weights):
-        raise ConfigError(f"WEIGHTS: '{weights}' does not exist; give a checkpoint file or a folder of them, "
-                          "or leave it empty to use the Hugging Face Hub")
+        raise ConfigError(f"'{weights}' does not exist; give a checkpoint file or a folder of them, "
+                          "or leave it empty to use the Hugging Face Hub", field="model.weights")  # fmt: skip
     return SharedOptions(
-        tiling=read_tiling(alg, parameters, context, multiple_of=tile_multiple),
+        tiling=read_tiling(alg, parameters, context),
         weights=weights,
         device=alg.parameterAsEnumString(parameters, DEVICE, context) or "auto",
         precision=alg.parameterAsEnumString(parameters, PRECISION, context) or "fp32",

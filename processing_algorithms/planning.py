@@ -13,12 +13,10 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from ..models.core.catalogue import ModelSpec
 from ..models.core.errors import ConfigError, InputRasterError
+from ..models.core.outputs import check_output_path
 from .layers import LayerInput
-from .parameters import EXTENT, SharedOptions
-
-OUTPUT_EXTENSIONS = (".tif", ".tiff")
+from .parameters import EXTENT
 
 
 def read_extent(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext,
@@ -52,18 +50,20 @@ def destination(alg: QgsProcessingAlgorithm, parameters: dict, key: str, context
     path = alg.parameterAsOutputLayer(parameters, key, context)
     if not path:
         return QgsProcessingUtils.generateTempFilename(fallback_name) if fallback_name else ""
-    if os.path.isdir(path):
-        raise ConfigError(f"{key}: '{path}' is a folder; give a GeoTIFF file name")
-    if not path.lower().endswith(OUTPUT_EXTENSIONS):
-        raise ConfigError(f"{key}: '{path}' must be a GeoTIFF file name ending in .tif (the worker writes GeoTIFF)")
+    return check_output_path(key, path)  # the field at fault is the parameter itself
+
+
+def input_file(alg: QgsProcessingAlgorithm, parameters: dict, key: str, context: QgsProcessingContext,
+               suffixes: tuple[str, ...]) -> str | None:  # fmt: skip
+    """The existing file parameter ``key`` (None if empty), with one of ``suffixes``."""
+    path = alg.parameterAsFile(parameters, key, context) or None
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(f"'{path}' does not exist or is not a file", field=key)
+    if not path.lower().endswith(suffixes):
+        raise ConfigError(f"'{os.path.basename(path)}' should be one of {', '.join(suffixes)}", field=key)
     return path
-
-
-def require_weights(spec: ModelSpec, shared: SharedOptions, param: str = "MODEL") -> None:
-    """A model card without published weights needs local WEIGHTS or UNTRAINED."""
-    if spec.weights is None and not shared.weights and not shared.untrained:
-        raise ConfigError(f"{param}: '{spec.id}' has no published weights; give a checkpoint in WEIGHTS "
-                          "or tick UNTRAINED (testing only)")
 
 
 def layer_name(what: str, source: str, untrained: bool) -> str:

@@ -13,19 +13,21 @@ from qgis.core import (
 )
 
 from ..models.core import catalogue
-from ..models.core.errors import ConfigError
 from ..models.core.job import ModelRequest
 from ..models.core.modalities import get_modality
+from ..models.core.params import ReconstructParams, require_weights
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .layers import check_input
-from .planning import destination, layer_name, read_extent, require_weights
+from .planning import destination, layer_name, read_extent
 
 MODALITIES = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
 
 
 class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
     """Tokenize a raster with a TerraMind tokenizer and decode the tokens back to an image."""
+
+    NAME, DISPLAY_NAME, GROUP = "reconstructwithtokenizer", "Reconstruct with tokenizer", "tokenizers"
 
     INPUT = "INPUT"
     MODALITY = "MODALITY"
@@ -34,32 +36,8 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
     DIFFERENCE = "DIFFERENCE"
     PSNR = "PSNR"
     MAE = "MAE"
-
-    def name(self) -> str:
-        return "reconstructwithtokenizer"
-
-    def displayName(self) -> str:
-        return self.tr("Reconstruct with tokenizer")
-
-    def group(self) -> str:
-        return self.tr("Tokenizers")
-
-    def groupId(self) -> str:
-        return "tokenizers"
-
-    def shortHelpString(self) -> str:
-        return self.tr(
-            "Encodes the input raster into TerraMind's discrete tokens (one per 16 x 16 pixels) with the tokenizer of "
-            "the chosen modality, and decodes them again: the reconstruction shows what the tokens keep of the image.\n\n"
-            "<b>Band mapping</b>: pick the layer's bands in the modality's order (S2L2A: B01, B02, B03, B04, B05, "
-            "B06, B07, B08, B8A, B09, B11, B12; S1: VV, VH); empty uses the layer's bands as they are. Values are "
-            "raw units (S2: reflectance x 10000, S1: dB, DEM: metres).\n"
-            "<b>Diffusion steps</b>: DDIM steps of the DiVAE decoders (S2, S1, DEM, NDVI); LULC is decoded in one pass.\n"
-            "<b>Outputs</b>: the reconstruction on the input's grid and, optionally, the difference "
-            "(reconstruction - input). PSNR and MAE per band are returned as results and written to the log.\n"
-            "<b>Model</b>: empty uses the official tokenizer of the modality (downloaded from Hugging Face, or "
-            "read from WEIGHTS). Tile size must be a multiple of 32 for the diffusion decoders."
-        )
+    FIELDS = {**dict.fromkeys((f"inputs.{m}" for m in MODALITIES), "INPUT"), "params.modality": MODALITY,
+              "outputs.reconstruction": OUTPUT, "outputs.difference": DIFFERENCE}  # fmt: skip
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
@@ -87,17 +65,17 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
                            mapping_param=self.BANDS)
         model_id = self.parameterAsEnumString(parameters, p.MODEL, context) or modality.tokenizer_id
         spec = catalogue.get(model_id)
-        if spec.kind != "tokenizer" or spec.modality != modality.name:
-            what = f"the tokenizer of {spec.modality}" if spec.kind == "tokenizer" else "not a tokenizer"
-            raise ConfigError(f"MODEL: '{model_id}' is {what}, but MODALITY is {modality.name}; "
-                              f"choose a {modality.name} tokenizer or leave MODEL empty")
-        shared = p.read_shared(self, parameters, context, tile_multiple=32 if spec.config.kind == "divae" else 16)
-        require_weights(spec, shared)
+        diff_path = destination(self, parameters, self.DIFFERENCE, context)
+        params = ReconstructParams(modality.name, self.parameterAsInt(parameters, p.TIMESTEPS, context),
+                                   self.parameterAsInt(parameters, p.SEED, context), bool(diff_path))  # fmt: skip
+        params.check(spec, [modality.name])
+        shared = p.read_shared(self, parameters, context)
+        shared.tiling.require_multiple(params.tile_multiple(spec), "the diffusion decoder works on 32-pixel multiples")
+        require_weights(spec, shared.weights, shared.untrained)
         extent = read_extent(self, parameters, context, [item])
         source = item.layer.name()
         outputs = {"reconstruction": OutputTarget(self.OUTPUT, destination(self, parameters, self.OUTPUT, context), modality.name,
                                                   layer_name(f"{modality.name} reconstruction", source, shared.untrained))}
-        diff_path = destination(self, parameters, self.DIFFERENCE, context)
         if diff_path:
             style = "mask" if modality.categorical else f"difference:{modality.name}"  # LULC: changed-class mask
             outputs["difference"] = OutputTarget(self.DIFFERENCE, diff_path, style,
@@ -108,8 +86,7 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
             outputs=outputs,
             model=ModelRequest(id=model_id, weights=shared.weights, untrained=shared.untrained,
                                catalogue_paths=p.catalogue_paths()),
-            params={"modality": modality.name, "timesteps": self.parameterAsInt(parameters, p.TIMESTEPS, context),
-                    "seed": self.parameterAsInt(parameters, p.SEED, context), "difference": bool(diff_path)},
+            params=params.as_params(),
             tiling=shared.tiling, extent=extent, device=shared.device, precision=shared.precision,
         )
 

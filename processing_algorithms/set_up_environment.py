@@ -1,6 +1,6 @@
 """Set up the worker's Python environment: a virtual environment with the plugin's requirements.
 
-The models run in a separate Python (architecture.md §1); this algorithm creates one so users need
+The models run in a separate Python (docs/architecture.md, "The worker process"); this algorithm creates one so users need
 no terminal: ``<base python> -m venv FOLDER``, then ``pip install -c constraints.txt -r
 requirements.txt`` from the plugin folder (optionally torch first from TORCH_INDEX_URL, e.g. a CUDA
 wheel index), then the same check every run makes (the interpreter starts and has the worker's
@@ -30,12 +30,10 @@ from qgis.core import (
     QgsProcessingParameterString,
     QgsSettings,
 )
-from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
 
 from ..models.core.errors import BackendUnavailableError, CancelledError, ConfigError, TerraMindError
 from . import environment
-from .base import ICON
+from .base import AlgorithmIdentity
 from .parameters import advanced
 from .worker_client import POLL_S, pump_lines, stop_process
 
@@ -55,8 +53,10 @@ def default_base_python() -> str:
     return shutil.which("python3") or shutil.which("python") or ""
 
 
-class SetUpEnvironmentAlgorithm(QgsProcessingAlgorithm):
+class SetUpEnvironmentAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
     """Creates the worker environment (venv + requirements) and selects it."""
+
+    NAME, DISPLAY_NAME, GROUP = "setupenvironment", "Set up the Python environment", "environment"
 
     FOLDER = "FOLDER"
     BASE_PYTHON = "BASE_PYTHON"
@@ -64,39 +64,6 @@ class SetUpEnvironmentAlgorithm(QgsProcessingAlgorithm):
     REQUIREMENTS = "REQUIREMENTS"
     SAVE_SETTING = "SAVE_SETTING"
     PYTHON = "PYTHON"
-
-    def tr(self, text: str) -> str:
-        return QCoreApplication.translate(type(self).__name__, text)
-
-    def createInstance(self) -> SetUpEnvironmentAlgorithm:
-        return type(self)()
-
-    def name(self) -> str:
-        return "setupenvironment"
-
-    def displayName(self) -> str:
-        return self.tr("Set up the Python environment")
-
-    def group(self) -> str:
-        return self.tr("Environment")
-
-    def groupId(self) -> str:
-        return "environment"
-
-    def icon(self) -> QIcon:
-        return QIcon(ICON)
-
-    def shortHelpString(self) -> str:
-        return self.tr(
-            "Creates the Python environment the TerraMind models run in (a virtual environment with PyTorch, "
-            "rasterio, ONNX Runtime and the other requirements of the plugin) and selects it for the plugin. "
-            "QGIS's own Python is not changed.\n\n"
-            "<b>Folder</b>: where the environment goes (default: terramind-env in your QGIS profile); an existing "
-            "environment there is updated. <b>Base Python</b>: the Python 3.10+ used to create it. "
-            "<b>Torch wheel index</b>: optional, e.g. https://download.pytorch.org/whl/cu124 for a CUDA build "
-            "(the default index gives the build pip chooses for your system). Needs network access to the package "
-            "index, or a pip configuration pointing at a local one."
-        )
 
     def initAlgorithm(self, config=None) -> None:  # noqa: ARG002
         self.addParameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Environment folder"),

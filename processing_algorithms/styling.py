@@ -1,5 +1,9 @@
 """Style and name result layers when Processing loads them (toolbox, models, batch, qgis_process).
 
+Every style the QGIS side applies is here: rasters through ``attach_style`` (the worker's ``.qml``
+sidecar or the output's default style from models/core/styles.py), class polygons through
+``attach_class_polygons_style``.
+
 Algorithms never touch the project or ``iface``. Instead ``attach_style`` registers a
 ``StylePostProcessor`` on the layer Processing will load for an output file; Processing calls it on
 the main thread after adding the layer. It loads the worker's ``.qml`` sidecar (styled with the
@@ -12,13 +16,21 @@ from __future__ import annotations
 
 import os
 
+from typing import Any
+
 from qgis.core import (
+    Qgis,
+    QgsCategorizedSymbolRenderer,
     QgsMapLayer,
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
+    QgsRendererCategory,
+    QgsSymbol,
+    QgsVectorLayer,
 )
+from qgis.PyQt.QtGui import QColor
 from qgis.PyQt.QtXml import QDomDocument
 
 from ..models.core.styles import render_qml, sidecar_path, style_for
@@ -76,3 +88,32 @@ def forget_outputs(context: QgsProcessingContext, paths: list[str]) -> None:
     """Tell Processing not to load ``paths`` (outputs that were not written)."""
     keep = {k: v for k, v in context.layersToLoadOnCompletion().items() if k not in set(paths)}
     context.setLayersToLoadOnCompletion(keep)
+
+
+class ClassPolygonsStyle(QgsProcessingLayerPostProcessorInterface):
+    """Colours polygons by class (categorized on ``field``) when Processing loads them."""
+
+    _alive: list[ClassPolygonsStyle] = []  # Processing keeps raw pointers only
+
+    def __init__(self, classes: list[dict[str, Any]], field: str) -> None:
+        super().__init__()
+        self.classes, self.field = classes, field
+        ClassPolygonsStyle._alive.append(self)
+
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> None:
+        if not isinstance(layer, QgsVectorLayer):
+            return
+        categories = []
+        for c in self.classes:
+            symbol = QgsSymbol.defaultSymbol(Qgis.GeometryType.Polygon)
+            symbol.setColor(QColor(c["color"]))
+            categories.append(QgsRendererCategory(c["value"], symbol, c["name"]))
+        layer.setRenderer(QgsCategorizedSymbolRenderer(self.field, categories))
+        layer.triggerRepaint()
+
+
+def attach_class_polygons_style(context: QgsProcessingContext, path: str, classes: list[dict[str, Any]],
+                                field: str) -> None:  # fmt: skip
+    """If Processing will load the polygons at ``path``, colour them by ``classes`` (value, name, color)."""
+    if context.willLoadLayerOnCompletion(path):
+        context.layerToLoadOnCompletionDetails(path).setPostProcessor(ClassPolygonsStyle(classes, field))

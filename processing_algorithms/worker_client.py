@@ -25,7 +25,7 @@ from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingFeedback
 
-from ..models.core.errors import ERROR_TYPES, CancelledError, WorkerError
+from ..models.core.errors import ERROR_TYPES, CancelledError, ConfigError, TerraMindError, WorkerError
 from ..models.core.job import Job, parse_event, partial_glob
 from . import LOG_TAG
 from .environment import Interpreter, package_name, worker_environment
@@ -104,6 +104,14 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
+def error_from_event(ev: dict[str, Any]) -> TerraMindError:
+    """The worker's ``error`` event as the error it reported (a field at fault kept for the parameter name)."""
+    kind = ERROR_TYPES.get(str(ev.get("type")), WorkerError)
+    if ev.get("field") and issubclass(kind, ConfigError):
+        return kind(str(ev.get("detail") or ev.get("message")), field=str(ev["field"]))
+    return kind(str(ev.get("message", "unknown error")))
+
+
 def _relay(ev: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
     kind = ev.get("event")
     if kind == "progress":
@@ -180,7 +188,7 @@ def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback)
         QgsMessageLog.logMessage(f"TerraMind worker (exit code {code}), last messages:\n{tail}", LOG_TAG, Qgis.MessageLevel.Warning)
     remove_job_files(job, before)
     if error is not None:
-        raise ERROR_TYPES.get(str(error.get("type")), WorkerError)(str(error.get("message", "unknown error")))
+        raise error_from_event(error)
     raise WorkerError(
         f"the TerraMind worker stopped unexpectedly (exit code {code}) without reporting an error; "
         "its last messages are in the log (Log Messages panel, TerraMind tab)"

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.job import ModelRequest
 from ..core.errors import BackendUnavailableError, ConfigError, TerraMindError
 from ..core.progress import NullProgress, Progress
 from .onnx_card import (
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
             for folder in args.catalogue:
                 catalogue.load_cards(folder)
-            tok = build.load_tokenizer(args.model_id, weights=args.weights, untrained=args.untrained)
+            tok = build.load_tokenizer(ModelRequest(args.model_id, weights=args.weights, untrained=args.untrained))
             source = None if args.untrained else resolve_weights(catalogue.get(args.model_id), args.weights).path
             written = list(export_tokenizer(tok, args.out, image_size=args.image_size, source_file=source, opset=args.opset))
     except TerraMindError as e:

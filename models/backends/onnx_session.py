@@ -25,11 +25,12 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import BackendUnavailableError, CheckpointError, ConfigError
+from ..core.job import DEVICES_HELP
+from ..runtime.device import cpu_threads
 from .onnx_card import PathLike, read_card
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 
 
 def import_onnxruntime() -> Any:
@@ -42,16 +43,6 @@ def import_onnxruntime() -> Any:
             f"'pip install onnxruntime' (CPU) or 'pip install onnxruntime-gpu' (CUDA), or use the torch backend ({e})"
         ) from None
     return onnxruntime
-
-
-def default_threads() -> int:
-    """CPU threads for a session (see the module docstring)."""
-    wanted = os.environ.get("TERRAMIND_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
-    try:
-        n = int(wanted) if wanted else len(os.sched_getaffinity(0))
-    except (ValueError, AttributeError):
-        n = os.cpu_count() or 1
-    return max(1, n)
 
 
 def resolve_providers(device: str = "auto") -> list[tuple[str, dict[str, Any]]]:
@@ -118,7 +109,7 @@ def open_graph(
     providers = resolve_providers(device)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or default_threads()
+    options.intra_op_num_threads = threads or cpu_threads()
     options.log_severity_level = 3  # errors only: no provider-assignment chatter on stderr
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -23,65 +23,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from .configs import TerraMindConfig, TokenizerConfig
 from .errors import ConfigError, ModelNotFoundError
+from .job import ModelRequest
 from .modalities import MODALITIES
 
 OFFICIAL_REVISION = "main"
 HF_ORG = "ibm-esa-geospatial"
 LICENSE = "Apache-2.0"
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """Architecture of one image tokenizer (spec §2). Defaults are the official v1 values."""
-
-    kind: Literal["divae", "vqvae"]
-    in_channels: int  # image channels (LULC: number of classes, one-hot inside)
-    levels: tuple[int, ...] = (8, 8, 8, 6, 5)  # FSQ levels; vocab = prod(levels)
-    patch_size: int = 16
-    image_size: int = 256  # size the stored pos_emb grid was made for (16x16)
-    enc_dim: int = 768
-    enc_depth: int = 12
-    enc_heads: int = 12
-    mlp_ratio: float = 4.0
-    # VQ-VAE (LULC) ViT decoder
-    dec_dim: int = 768
-    dec_depth: int = 12
-    dec_heads: int = 12
-    # DiVAE diffusion UNet
-    unet_channels: int = 256
-    unet_res_blocks: int = 3
-    unet_channel_mult: tuple[int, ...] = (1, 2, 2, 2)
-    unet_attention_rates: tuple[int, ...] = (4, 8)
-    unet_heads: int = 1
-    unet_patch_size: int = 4
-    num_train_timesteps: int = 1000
-
-    @property
-    def latent_dim(self) -> int:
-        return len(self.levels)
-
-    @property
-    def vocab_size(self) -> int:
-        n = 1
-        for level in self.levels:
-            n *= level
-        return n
-
-
-@dataclass(frozen=True)
-class TerraMindConfig:
-    """Architecture of the TerraMind encoder-decoder (spec §3.1)."""
-
-    dim: int
-    num_heads: int
-    encoder_depth: int
-    decoder_depth: int
-    mlp: Literal["gelu", "swiglu"]
-    mlp_hidden: int
-    bias: bool  # qkv / proj / mlp linear biases (tiny, small)
-    img_size: int = 224
-    patch_size: int = 16
 
 
 @dataclass(frozen=True)
@@ -200,6 +149,19 @@ _REGISTRY: dict[str, ModelSpec] = {s.id: s for s in OFFICIAL}
 _LOADED_PATHS: set[str] = set()
 
 
+def registry_state() -> tuple[dict[str, ModelSpec], set[str]]:
+    """A copy of what is registered (entries, card folders read): ``restore_registry`` puts it back."""
+    return dict(_REGISTRY), set(_LOADED_PATHS)
+
+
+def restore_registry(state: tuple[dict[str, ModelSpec], set[str]]) -> None:
+    entries, paths = state
+    _REGISTRY.clear()
+    _REGISTRY.update(entries)
+    _LOADED_PATHS.clear()
+    _LOADED_PATHS.update(paths)
+
+
 def register(spec: ModelSpec, *, replace_existing: bool = False) -> ModelSpec:
     """Add a custom model card. Official ids cannot be overwritten."""
     if spec.id in _REGISTRY and (_REGISTRY[spec.id].official or not replace_existing):
@@ -249,6 +211,20 @@ def all_specs(kind: str | None = None) -> list[ModelSpec]:
     """Every registered entry, optionally of one kind."""
     _load_env_paths()
     return [s for s in _REGISTRY.values() if kind is None or s.kind == kind]
+
+
+def register_request_cards(request: ModelRequest) -> None:
+    """Register the model-card folders a job's model request names."""
+    for folder in request.catalogue_paths:
+        if not os.path.isdir(folder):
+            raise ConfigError(f"model card folder '{folder}' does not exist", field="model.catalogue_paths")
+        load_cards(folder)
+
+
+def for_request(request: ModelRequest) -> ModelSpec:
+    """The entry a job's model request names, after registering the request's model-card folders."""
+    register_request_cards(request)
+    return get(request.id)
 
 
 def tokenizer_for(model: ModelSpec, modality: str) -> ModelSpec:

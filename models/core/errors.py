@@ -11,9 +11,37 @@ from __future__ import annotations
 class TerraMindError(Exception):
     """Base class of every error the plugin raises on purpose."""
 
+    field: str | None = None  # the job field at fault, where a rule knows it (ConfigError)
+
 
 class ConfigError(TerraMindError, ValueError):
-    """A parameter, request or configuration value is invalid."""
+    """A parameter, request or configuration value is invalid.
+
+    ``field`` names the job field at fault when the rule knows it (``"outputs"``, ``"top_p"``,
+    ``"inputs.S1GRD"``, ``"tiling.tile_size"``, ``"model"``): each side puts its own name for that
+    field in front of the one message (``where``): the worker the job field, QGIS its parameter key.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def __reduce__(self):  # keep ``field`` through pickling (multiprocessing, Dask)
+        return (_config_error, (str(self), self.field))
+
+
+def _config_error(message: str, field: str | None) -> ConfigError:
+    return ConfigError(message, field=field)
+
+
+def where(error: BaseException, names: dict[str, str] | None = None) -> str:
+    """The one-line message of ``error``, led by the name of its field (``names`` maps a job field
+    to the caller's name for it; unmapped fields keep the job's name)."""
+    message = str(error) or type(error).__name__
+    field = error.field if isinstance(error, TerraMindError) else None
+    if not field:
+        return message
+    return f"{(names or {}).get(field, field)}: {message}"
 
 
 class InputRasterError(TerraMindError, ValueError):

@@ -27,7 +27,7 @@ bands as they are). ``nodata`` overrides the file's no-data value; with ``nodata
 ``file_nodata`` false (added in protocol 1, additively; default true) ignores the file's value too. ``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
 or ``"onnx"``; left out, a ``model.weights`` file ending in ``.onnx`` (an export of
 ``models/backends/onnx_export.py``) selects ONNX Runtime, which needs no torch
-(models/backends/tasks.py).
+(models/runtime/backend.py).
 
 Tasks without input rasters (``inputs`` empty, ``tiling``/``extent`` unused):
 
@@ -47,7 +47,10 @@ Events (one JSON object per line, key ``event``):
 - ``{"event": "progress", "percent": 0-100}``
 - ``{"event": "info", "message": "..."}`` / ``{"event": "warning", "message": "..."}``
 - ``{"event": "result", "outputs": {"<output key>": "<path>"}, "metrics": {...}}`` (last line on success)
-- ``{"event": "error", "type": "<TerraMindError subclass name>", "message": "..."}`` (last line on failure)
+- ``{"event": "error", "type": "<TerraMindError subclass name>", "message": "..."}`` (last line on failure);
+  when a rule knows the job field at fault (added in protocol 1, additively) also ``"field"`` (e.g.
+  ``"params.outputs"``, ``"inputs.S1GRD"``) and ``"detail"`` (the message without the field's name,
+  which ``message`` leads with)
 
 Outputs are written to ``<path>.partial-<pid>.tif`` and renamed when complete; a cancelled or failed
 worker removes its partial files, and the QGIS side removes any left by a killed worker
@@ -91,6 +94,8 @@ class ModelRequest:
 
 @dataclass(frozen=True)
 class TilingSpec:
+    """How a raster is cut into model tiles (pixels of the working grid)."""
+
     tile_size: int = 224
     overlap: int = 32
     batch_size: int = 4
@@ -99,13 +104,21 @@ class TilingSpec:
         for name in ("tile_size", "overlap", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"tiling.{name} must be a whole number, got {value!r}")
+                raise ConfigError(f"must be a whole number, got {value!r}", field=f"tiling.{name}")
         if self.tile_size < 32 or self.tile_size % 16:
-            raise ConfigError(f"tile size must be a multiple of 16 and at least 32, got {self.tile_size}")
-        if not 0 <= self.overlap < self.tile_size // 2 + 1:
-            raise ConfigError(f"overlap must be between 0 and half the tile size ({self.tile_size // 2}), got {self.overlap}")
+            raise ConfigError(f"must be a multiple of 16 and at least 32, got {self.tile_size}", field="tiling.tile_size")
+        if not 0 <= self.overlap <= self.tile_size // 2:
+            raise ConfigError(f"must be between 0 and half the tile size ({self.tile_size // 2} px), got {self.overlap}",
+                              field="tiling.overlap")  # fmt: skip
         if self.batch_size < 1:
-            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"must be at least 1, got {self.batch_size}", field="tiling.batch_size")
+
+    def require_multiple(self, multiple: int, why: str) -> None:
+        """The tile size must be a multiple of ``multiple`` (e.g. 32 for the diffusion decoders)."""
+        if self.tile_size % multiple:
+            near = max(multiple, round(self.tile_size / multiple) * multiple)
+            raise ConfigError(f"must be a multiple of {multiple} ({why}), got {self.tile_size} (try {near})",
+                              field="tiling.tile_size")  # fmt: skip
 
 
 @dataclass(frozen=True)

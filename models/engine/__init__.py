@@ -11,7 +11,7 @@ Peak memory depends on tile size, batch size and the column-group width, never o
 """
 
 from .accumulator import Released, StreamingBlender
-from .grid import WorkingGrid, build_working_grid, crop_grid
+from .grid import WorkingGrid, build_working_grid, crop_grid, pixel_area_m2
 from .reader import InputRaster, InputStack
 from .runner import TiledRunStats, run_tiled
 from .tiling import ColumnGroup, Tile, TilePlan, axis_origins, axis_weights, cosine_ramp
@@ -20,6 +20,6 @@ from .writer import CLASS_NODATA, FLOAT_NODATA, BandStats, GeoTiffWriter, Output
 __all__ = [
     "BandStats", "CLASS_NODATA", "ColumnGroup", "FLOAT_NODATA", "GeoTiffWriter", "InputRaster", "InputStack",
     "OutputRaster", "Released", "StreamingBlender", "Tile", "TilePlan", "TiledRunStats", "WorkingGrid",
-    "axis_origins", "axis_weights", "build_working_grid", "cosine_ramp", "crop_grid", "run_tiled",
+    "axis_origins", "axis_weights", "build_working_grid", "cosine_ramp", "crop_grid", "pixel_area_m2", "run_tiled",
     "write_category_names",
 ]  # fmt: skip

@@ -138,3 +138,11 @@ def build_working_grid(
         )
         grid = WorkingGrid(crs, Affine(px, 0.0, t.c, 0.0, -px, t.f), w, h, note)
     return crop_grid(grid, extent, what) if extent is not None else grid
+
+
+def pixel_area_m2(grid: WorkingGrid) -> float | None:
+    """Area of one pixel of ``grid`` in m² (None for grids in degrees)."""
+    if grid.crs.is_geographic:
+        return None
+    factor = float(grid.crs.linear_units_factor[1] or 1.0)  # metres per CRS unit
+    return abs(grid.transform.a * grid.transform.e) * factor * factor

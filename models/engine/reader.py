@@ -28,6 +28,7 @@ from ..core.errors import InputRasterError
 from ..core.job import InputSpec
 from ..core.modalities import Modality
 from .grid import WorkingGrid
+from .values import check_class_values
 
 
 def _representable(value: float, dtype: np.dtype) -> bool:
@@ -153,6 +154,7 @@ class InputRaster:
         if self.nodata is not None and not np.isnan(self.nodata):
             valid &= (raw != np.asarray(self.nodata).astype(raw.dtype)).all(axis=0)
         data = raw.astype(np.float32)  # (C, h, w)
+        check_class_values(self.name, self.modality, data, valid)
         data[:, ~valid] = 0.0
         return data, valid
 
@@ -181,10 +183,11 @@ class InputRaster:
 
 
 class InputStack:
-    """All inputs of a job, read together tile by tile."""
+    """All inputs of a job, read together tile by tile; invalid pixels hold ``fill`` (raw units: the
+    reference's ``no_data_replace``, 0 unless a fine-tuned model's config says otherwise)."""
 
-    def __init__(self, inputs: list[InputRaster], grid: WorkingGrid) -> None:
-        self.inputs, self.grid = inputs, grid
+    def __init__(self, inputs: list[InputRaster], grid: WorkingGrid, fill: float = 0.0) -> None:
+        self.inputs, self.grid, self.fill = inputs, grid, fill
 
     def read_tile(self, y: int, x: int, size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Tile at (y, x) of ``size`` px → ({key: ``(C, size, size)`` float32}, valid ``(size, size)``).
@@ -202,6 +205,9 @@ class InputStack:
             pad = ((0, size - h), (0, size - w))
             data = {k: np.pad(d, ((0, 0), *pad), mode="reflect") for k, d in data.items()}
             valid = np.pad(valid, pad, mode="constant", constant_values=False)
+        if self.fill != 0.0:
+            for d in data.values():
+                d[:, ~valid] = self.fill
         return data, valid
 
     def close(self) -> None:

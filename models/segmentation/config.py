@@ -5,7 +5,7 @@ the ``hyper_parameters`` Lightning stores in the ``.ckpt``): ``model.init_args.m
 keyword arguments of ``EncoderDecoderFactory.build_model`` (``backbone_*`` → backbone, ``decoder_*``
 → decoder, ``head_*`` → head, ``necks``, ``num_classes``), ``model.init_args.class_names`` names the
 classes, and the data module's ``means``/``stds``/``no_data_replace`` say how raw pixels were
-standardised (spec §6.4a). ``SegmentationConfig`` is that information, validated; everything the
+standardised (terratorch 1.2.11 ``datamodules/generic_multimodal_data_module.py`` means/stds). ``SegmentationConfig`` is that information, validated; everything the
 config asks for that this plugin cannot do is reported in ONE ``ConfigError`` naming each entry.
 Training-only settings (loss, optimiser, freezing, drop rates, augmentations) are ignored.
 """

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from ..core import catalogue
-from ..core.catalogue import TerraMindConfig
+from ..core.configs import TerraMindConfig
 from ..core.errors import ConfigError, InputRasterError
 from ..core.modalities import ClassInfo
-from ..terramind import SamplingConfig, TerraMindTiM, TerraMindViT
+from ..core.params import Sampling
+from ..terramind import TerraMindTiM, TerraMindViT
 from .config import SegmentationConfig
 from .decoders import build_decoder
 from .head import SegmentationHead
@@ -45,7 +46,7 @@ def build_backbone(config: SegmentationConfig) -> nn.Module:
     names = [i.name for i in config.inputs]
     if config.is_tim:
         opts = config.tim_options
-        sampling = SamplingConfig(
+        sampling = Sampling(
             temperature=float(opts.get("tim_temps", 1.0)),
             top_p=float(opts.get("tim_top_p", 0.8)),
             top_k=opts.get("tim_top_k", 0),

@@ -12,7 +12,7 @@ from .backbone import TerraMindViT, select_band_columns
 from .embeddings import EMBEDDING_SPECS, ImageEncoderEmbedding, ImageTokenDecoderEmbedding, ImageTokenEncoderEmbedding
 from .encoder_decoder import TerraMindEncoderDecoder
 from .generation import GeneratedTokens, TerraMindGeneration, standardize
-from .sampler import GenerationSampler, SamplingConfig, reference_call_seed
+from .sampler import GenerationSampler, reference_call_seed
 from .tim import TerraMindTiM
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "ImageEncoderEmbedding",
     "ImageTokenDecoderEmbedding",
     "ImageTokenEncoderEmbedding",
-    "SamplingConfig",
     "TerraMindEncoderDecoder",
     "TerraMindGeneration",
     "TerraMindTiM",

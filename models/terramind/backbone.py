@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..core.catalogue import TerraMindConfig
+from ..core.configs import TerraMindConfig
 from ..core.errors import ConfigError, InputRasterError
 from ..core.modalities import modality_for_key
 from .blocks import Block, make_norm

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.catalogue import TerraMindConfig
+from ..core.configs import TerraMindConfig
 
 _CPU = torch.device("cpu")
 

@@ -49,7 +49,7 @@ class EmbeddingSpec:
 
 
 # Note: terratorch's partial for untok_sen2rgb@224 says 13 channels, but the info dict's
-# num_channels=3 overrides it (spec §1.1), so RGB embeds 3 channels.
+# num_channels=3 overrides it (terratorch 1.2.11 ``models/backbones/terramind/model/modality_info.py``), so RGB embeds 3 channels.
 EMBEDDING_SPECS: dict[str, EmbeddingSpec] = {
     s.key: s
     for s in (

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..core.catalogue import TerraMindConfig
+from ..core.configs import TerraMindConfig
 from .blocks import Block, DecoderBlock, make_norm
 from .embeddings import build_decoder_embedding, build_encoder_embedding
 

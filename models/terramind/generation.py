@@ -27,14 +27,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..core.catalogue import TerraMindConfig
+from ..core.configs import TerraMindConfig
 from ..core.errors import ConfigError, InputRasterError
 from ..core.modalities import modality_for_key
 from ..core.progress import NullProgress, Progress, ScaledProgress, check_cancelled
 from .embeddings import embedding_spec
 from .encoder_decoder import TerraMindEncoderDecoder
 from .names import input_key, name_mapping, output_key
-from .sampler import GenerationSampler, LogitsHook, SamplingConfig, TokenGeneration
+from .sampler import GenerationSampler, LogitsHook, Sampling, TokenGeneration
 
 
 def modality_stats(key: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,7 +147,7 @@ class TerraMindGeneration(nn.Module):
         inputs: Mapping[str, torch.Tensor],
         *,
         seed: int,
-        sampling: SamplingConfig | None = None,
+        sampling: Sampling | None = None,
         standardize: bool = True,
         progress: Progress | None = None,
         logits_hook: LogitsHook | None = None,
@@ -164,7 +164,7 @@ class TerraMindGeneration(nn.Module):
             list(self.output_mapping.values()),
             grid,
             int(seed),
-            sampling or SamplingConfig(),
+            sampling or Sampling(),
             progress,
             names,
             logits_hook,
@@ -240,7 +240,7 @@ class TerraMindGeneration(nn.Module):
         inputs: Mapping[str, torch.Tensor],
         *,
         seed: int,
-        sampling: SamplingConfig | None = None,
+        sampling: Sampling | None = None,
         timesteps: int = 50,
         standardize: bool = True,
         progress: Progress | None = None,

@@ -1,4 +1,4 @@
-"""Chained one-pass ROAR token generation, exactly as terratorch 1.2.11 computes it (spec §4.3).
+"""Chained one-pass ROAR token generation, exactly as terratorch 1.2.11 computes it (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_generation.py``, ``generate.py``).
 
 Random-number contract (what makes a run reproducible, and equal to a terratorch run):
 
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import ConfigError
+from ..core.params import Sampling
 from ..core.progress import NullProgress, Progress, check_cancelled
 from .encoder_decoder import TerraMindEncoderDecoder
 
@@ -43,27 +43,6 @@ from .encoder_decoder import TerraMindEncoderDecoder
 def reference_call_seed(python_seed: int) -> int:
     """The per-call seed terratorch draws after ``random.seed(python_seed)``."""
     return random.Random(python_seed).randint(-(2**31), 2**31 - 1)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Token sampling options (terratorch defaults: temperature 1, top-p 0.8, no top-k)."""
-
-    temperature: float = 1.0
-    top_p: float = 0.8
-    top_k: int | float = 0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 <= self.top_p <= 1:
-            raise ConfigError(f"top_p must be in [0, 1] (0 disables it), got {self.top_p}")
-        if self.top_k < 0 or (isinstance(self.top_k, float) and self.top_k > 1):
-            raise ConfigError(f"top_k must be an int >= 0 or a fraction in [0, 1], got {self.top_k}")
-
-    @property
-    def greedy(self) -> bool:
-        return abs(self.temperature) <= 1e-10  # numpy.isclose(T, 0, atol=1e-10)
 
 
 def top_k_top_p_filtering(logits: torch.Tensor, top_k: int | float = 0, top_p: float = 0.0) -> torch.Tensor:
@@ -86,7 +65,7 @@ def top_k_top_p_filtering(logits: torch.Tensor, top_k: int | float = 0, top_p: f
     return logits
 
 
-def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
+def sample_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
     """One token per row of ``logits`` ``(R, V)`` → ``(R,)`` int64 (modifies ``logits`` in place)."""
     if sampling.greedy:
         return torch.argmax(logits, dim=-1)  # (R,)
@@ -157,7 +136,7 @@ class GenerationSampler(nn.Module):
         targets: Sequence[str],
         grid: tuple[int, int],
         seed: int,
-        sampling: SamplingConfig,
+        sampling: Sampling,
         progress: Progress | None = None,
         names: Mapping[str, str] | None = None,
         logits_hook: LogitsHook | None = None,

@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from ..core.catalogue import TerraMindConfig
+from ..core.configs import TerraMindConfig
 from ..core.errors import ConfigError, InputRasterError
 from .backbone import _EncoderFeatures
 from .embeddings import build_encoder_embedding, embedding_spec
 from .encoder_decoder import TerraMindEncoderDecoder
 from .names import input_key, name_mapping, output_key
-from .sampler import GenerationSampler, SamplingConfig
+from .sampler import GenerationSampler, Sampling
 
 
 class TerraMindTiM(_EncoderFeatures):
@@ -37,7 +37,7 @@ class TerraMindTiM(_EncoderFeatures):
         tim_modalities: Sequence[str] | None = None,
         merge_method: str | None = "mean",
         tim_chained_generations: bool = True,
-        tim_sampling: SamplingConfig | None = None,
+        tim_sampling: Sampling | None = None,
         tokenizers: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
@@ -45,7 +45,7 @@ class TerraMindTiM(_EncoderFeatures):
             raise ConfigError("the TiM backbone needs at least one input modality")
         self.config = config
         self.tim_modalities = list(tim_modalities or ["LULC"])
-        self.tim_sampling = tim_sampling or SamplingConfig()
+        self.tim_sampling = tim_sampling or Sampling()
         self.tim_chained_generations = tim_chained_generations
         self.mod_name_mapping = name_mapping(modalities, input_key)
         self.modalities = list(self.mod_name_mapping)

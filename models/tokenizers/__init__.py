@@ -1,4 +1,4 @@
-"""The six TerraMind v1 image tokenizers in plain PyTorch (spec §2).
+"""The six TerraMind v1 image tokenizers in plain PyTorch (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/``).
 
 ``DiVAE`` (S2L2A, S1GRD, S1RTC, DEM, NDVI: ViT encoder, FSQ, diffusion UNet decoder with DDIM) and
 ``VQVAE`` (LULC: ViT encoder, FSQ, ViT decoder), mirroring terratorch 1.2.11's module tree so the

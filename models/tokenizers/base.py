@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.catalogue import TokenizerConfig
+from ..core.configs import TokenizerConfig
 from ..core.errors import ConfigError, InputRasterError
 from ..core.progress import NullProgress, Progress, check_cancelled
 from .fsq import FiniteScalarQuantizer

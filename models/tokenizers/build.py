@@ -11,7 +11,7 @@ so ``load_state_dict(checkpoint, assign=True)`` leaves nothing on the meta devic
 
 from __future__ import annotations
 
-from ..core.catalogue import TokenizerConfig
+from ..core.configs import TokenizerConfig
 from ..core.errors import ConfigError
 from .divae import DiVAE
 from .unet import GROUP_NORM_GROUPS

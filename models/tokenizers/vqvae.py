@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.catalogue import TokenizerConfig
+from ..core.configs import TokenizerConfig
 from ..core.errors import ConfigError, InputRasterError
 from ..core.progress import NullProgress, Progress, check_cancelled
 from .base import VQ, as_size

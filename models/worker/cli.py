@@ -23,7 +23,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from ..core.errors import CancelledError, ConfigError, TerraMindError
+from ..core.errors import CancelledError, ConfigError, TerraMindError, where
 from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, TASKS as PROTOCOL_TASKS, Job
 from .events import EventStream, WorkerProgress, install_signal_handlers
 
@@ -56,24 +56,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _fail(progress: WorkerProgress, error: BaseException, code: int, with_traceback: bool = False) -> int:
-    progress.cleaning_up = True  # a second SIGTERM must not interrupt the error report and cleanup
+    progress.shield()  # a second SIGTERM must not interrupt the error report and cleanup
     events = progress.events
     kind = type(error).__name__
-    message = str(error) or kind
+    message = where(error)  # led by the job field at fault, where the rule knows it
     if with_traceback:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     else:
         sys.stderr.write(f"terramind worker: {message}\n")
     sys.stderr.flush()
-    events.emit("error", type=kind if isinstance(error, TerraMindError) else "WorkerError", message=message)
+    extra = {"field": error.field, "detail": str(error)} if isinstance(error, TerraMindError) and error.field else {}
+    events.emit("error", type=kind if isinstance(error, TerraMindError) else "WorkerError", message=message, **extra)
     return code
-
-
-def _close(request: object) -> None:
-    """Close the inputs a validated request holds (when the run does not happen)."""
-    stack = getattr(request, "stack", None)
-    if stack is not None:
-        stack.close()
 
 
 def _read_job(path: str) -> Job:
@@ -102,6 +96,7 @@ def run_job_file(job_path: str, progress: WorkerProgress) -> int:
         # -- validation: any error here is a bad job (exit 2) --
         try:
             job = _read_job(job_path)
+            from ..runtime.backend import choose_backend, device_for
             from .tasks import TASKS
 
             if job.task not in TASKS:
@@ -111,27 +106,26 @@ def run_job_file(job_path: str, progress: WorkerProgress) -> int:
                     f"but not available in this worker; available: {available}"
                 )
             entry = TASKS[job.task]
-            request = entry.validate(job)
-            from ..backends.tasks import job_backend, select_onnx_device
-            from .device import select_device
-
-            select = select_onnx_device if job_backend(job) == "onnx" else select_device
-            device = select(job.device, job.precision)
+            backend = choose_backend(job)
+            request = entry.validate(job, backend)
+            device = device_for(backend, job.device, job.precision)
         except CancelledError as e:
-            _close(request)
+            if request is not None:
+                request.close()
             return _fail(progress, e, EXIT_CANCELLED)
         except TerraMindError as e:
-            _close(request)
+            if request is not None:
+                request.close()
             return _fail(progress, e, EXIT_BAD_JOB)
 
         # -- the run --
-        ctx = RunContext(progress, device)
+        ctx = RunContext(progress, device, backend, on_commit=progress.shield)
         progress.info(device.description)
         started = time.monotonic()
         result = entry.run(request, ctx)
         result.setdefault("metrics", {})["seconds"] = round(time.monotonic() - started, 3)
         progress.set_progress(100.0)
-        progress.cleaning_up = True
+        progress.shield()
         events.emit("result", **result)
         return EXIT_OK
     except CancelledError as e:
@@ -141,6 +135,6 @@ def run_job_file(job_path: str, progress: WorkerProgress) -> int:
     except Exception as e:  # noqa: BLE001 - the protocol needs an error event for anything
         return _fail(progress, e, EXIT_ERROR, with_traceback=True)
     finally:
-        progress.cleaning_up = True
+        progress.shield()
         if ctx is not None:
             ctx.outputs.abort()  # no-op for committed outputs

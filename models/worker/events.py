@@ -85,6 +85,10 @@ class WorkerProgress:
     def is_canceled(self) -> bool:
         return self.cancelled
 
+    def shield(self) -> None:
+        """From here on a cancel signal only sets the flag (outputs are being renamed, errors reported)."""
+        self.cleaning_up = True
+
 
 def install_signal_handlers(progress: WorkerProgress) -> None:
     """SIGTERM and SIGINT cancel the run (QGIS sends SIGTERM, then SIGKILL after about a second)."""

@@ -66,15 +66,6 @@ def terramind_provider(qgis_app, qgis_processing, terramind_env):
     return provider
 
 
-@pytest.fixture(scope="session")
-def test_models_available():
-    """Skip end-to-end tests until the test model cards and the worker exist (other helpers write them)."""
-    missing = [str(p) for p in (CATALOGUE, REPO / "models" / "worker" / "__main__.py", REPO / "models" / "build.py")
-               if not p.exists()]
-    if missing:
-        pytest.skip(f"worker or test catalogue not there yet: {', '.join(missing)}")
-
-
 @pytest.fixture
 def example(tmp_path):
     """``example('S2L2A')`` -> a copy of the real example patch of that modality in tmp_path."""

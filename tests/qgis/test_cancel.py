@@ -10,7 +10,6 @@ from qgis.core import QgsProcessingException
 
 import processing
 
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def test_cancel_mid_run(terramind_provider, example, tmp_path, recording_feedback, qgis_new_project):

@@ -17,13 +17,12 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingException
 
 import processing
-from hub_cache import COMMIT, make_hub_cache
+from testlib.hub import COMMIT, make_hub_cache
 from tm_helpers import CATALOGUE, REPO, add_model_cards, raster_facts
 
 ALG = "terramind:downloadmodels"
 TM, DEM = "qdl_terramind", "qdl_tokenizer_dem"
 SOURCES = {TM: ("test-org/QDL-TerraMind", "QDL_TerraMind.pt"), DEM: ("test-org/QDL-Tokenizer-DEM", "QDL_Tokenizer_DEM.pt")}
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def card(model_id: str, base: str, **changes) -> dict:
@@ -99,8 +98,9 @@ def test_reconstruction_reads_the_downloaded_folder_alone(cards, tmp_path, examp
     gone and HF_HUB_OFFLINE=1, reconstruction with WEIGHTS = the folder runs and records that file."""
     made = tmp_path / "dem.pt"
     script = ("import sys, torch; sys.path.insert(0, sys.argv[1]);"
-              "from terramind_qgis.models import build; from terramind_qgis.models.core import catalogue; catalogue.load_cards(sys.argv[2]);"
-              "torch.save(build.load_tokenizer('test_tokenizer_dem', untrained=True).state_dict(), sys.argv[3])")  # fmt: skip
+              "from terramind_qgis.models import build; from terramind_qgis.models.core import catalogue;"
+              "from terramind_qgis.models.core.job import ModelRequest; catalogue.load_cards(sys.argv[2]);"
+              "torch.save(build.load_tokenizer(ModelRequest('test_tokenizer_dem', untrained=True)).state_dict(), sys.argv[3])")  # fmt: skip
     subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(CATALOGUE), str(made)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
     make_hub_cache(cards, *SOURCES[DEM], made.read_bytes())

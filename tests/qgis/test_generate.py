@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from qgis.core import QgsProject
 
 import processing
@@ -11,7 +10,6 @@ from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:generatemodalities"
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def _params(tmp_path, **extra):

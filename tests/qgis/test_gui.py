@@ -20,8 +20,6 @@ from tm_helpers import CATALOGUE, REPO
 SHOTS = REPO / "gui-shots"
 pytestmark = [
     pytest.mark.gui,
-    pytest.mark.skipif(not (shutil.which("xvfb-run") and shutil.which("qgis")), reason="needs xvfb-run and qgis"),
-    pytest.mark.usefixtures("test_models_available"),
 ]
 
 

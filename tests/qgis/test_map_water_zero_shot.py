@@ -11,7 +11,6 @@ from terramind_qgis.models.core.modalities import LULC_CLASSES
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:mapwaterzeroshot"
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def _params(tmp_path, **extra) -> dict:

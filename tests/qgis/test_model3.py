@@ -4,13 +4,11 @@ native:fillnodata -> terramind:reconstructwithtokenizer -> native:rasterlayersta
 
 from __future__ import annotations
 
-import pytest
 from qgis.core import QgsProcessingModelAlgorithm
 
 import processing
 from tm_helpers import QGIS_DATA, raster_facts
 
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def test_model_runs_through_processing(terramind_provider, example, tmp_path):

@@ -14,8 +14,6 @@ from tm_helpers import CATALOGUE, REPO, raster_facts
 
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"  # the wrapper breaks on Debian
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed"),
-    pytest.mark.usefixtures("test_models_available"),
 ]
 
 

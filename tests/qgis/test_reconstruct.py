@@ -16,7 +16,6 @@ from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:reconstructwithtokenizer"
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def _params(path, tmp_path, modality="S2L2A", **extra):

@@ -20,7 +20,6 @@ from tm_helpers import REPO, raster_facts, read_array
 ALG = "terramind:segmentwithfinetunedmodel"
 GOLD = REPO / "tests" / "goldens" / "segmentation"
 CONFIG = GOLD / "configs" / "tiny_sen1floods11.yaml"
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def _params(ckpt: str, example, tmp_path, **extra) -> dict:

@@ -27,7 +27,6 @@ from tm_helpers import raster_facts, read_array
 ALG = "terramind:generatemodalities"
 ZOOM = 14
 HALF_WORLD = 20037508.342789244  # Web Mercator
-pytestmark = pytest.mark.usefixtures("test_models_available")
 
 
 def _tile_bounds(x: int, y: int) -> tuple[float, float, float, float]:

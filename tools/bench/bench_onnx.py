@@ -23,6 +23,8 @@ segmentation logits of the example scenes; the S2L2A tokenizer's latents and tok
 
 from __future__ import annotations
 
+from terramind_qgis.models.core.job import ModelRequest
+
 import argparse
 import json
 import os
@@ -144,7 +146,7 @@ def tokenizer_case(folder: Path, repeats: int, threads: list[int]) -> dict:
     from terramind_qgis.models.backends.onnx_export import export_tokenizer
     from terramind_qgis.models.backends.onnx_runtime import OnnxTokenizer
 
-    tok = build.load_tokenizer(TOKENIZER, untrained=True)
+    tok = build.load_tokenizer(ModelRequest(TOKENIZER, untrained=True))
     start = time.perf_counter()
     enc_path, dec_path = export_tokenizer(tok, folder, image_size=224)
     export_s = time.perf_counter() - start

@@ -18,7 +18,7 @@ context would break):
   * ``tim``: ``*_tim`` with the six raw modalities and TiM modality LULC (chained default);
   * ``official``: the encoder–decoder ``TerraMind`` with every v1 modality embedding (raw and
     tokenized inputs, the six image outputs, coords) — the most likely key set of the released
-    ``TerraMind_v1_*.pt`` files, whose exact contents could not be checked (spec §11.1).
+    ``TerraMind_v1_*.pt`` files, whose exact contents could not be checked (no official file was reachable offline).
 
 Each listing maps key → shape; ``buffers`` names the persistent buffers (pos_emb, LayerNorm bias),
 ``shared`` the groups of keys that name one tensor in the reference module.

@@ -1,8 +1,10 @@
 """The worker's tasks: an explicit table of ``name -> (validate, run)``.
 
-``validate(job) -> request`` checks a job without loading models (its errors mean a bad job,
-exit code 2); ``run(request, ctx) -> {"outputs": {...}, "metrics": {...}, ...}`` does the work.
-A task added later (e.g. segmentation) adds one line here.
+``validate(job, backend) -> request`` checks a job without loading models (its errors mean a bad
+job, exit code 2; ``backend`` is the runtime chosen for the job, models/runtime/backend.py); the
+request holds what the run needs and ``close()`` releases any files it opened;
+``run(request, ctx) -> {"outputs": {...}, "metrics": {...}, ...}`` does the work. A new task adds
+one line here (CONTRIBUTING.md, "Add a worker task").
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from . import describe, download, export_onnx, generate, map_water, reconstruct,
 
 
 class TaskEntry(NamedTuple):
-    validate: Callable[[Any], Any]
+    validate: Callable[[Any, str], Any]
     run: Callable[[Any, Any], dict[str, Any]]
 
 

@@ -10,15 +10,24 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from ...core.job import Job, PROTOCOL_VERSION
-from . import common
+from .outputs import plugin_version
 from .context import RunContext
 
 
-def validate(job: Job) -> Job:
-    return job
+@dataclass(frozen=True)
+class DescribeRequest:
+    job: Job
+
+    def close(self) -> None:
+        pass
+
+
+def validate(job: Job, backend: str) -> DescribeRequest:
+    return DescribeRequest(job)
 
 
 def _version(module: str) -> str | None:
@@ -38,7 +47,7 @@ def environment() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "executable": sys.executable,
         "platform": platform.platform(),
-        "plugin_version": common.plugin_version(),
+        "plugin_version": plugin_version(),
         "protocol": PROTOCOL_VERSION,
         "torch": torch.__version__,
         "numpy": _version("numpy"),
@@ -61,7 +70,7 @@ def environment() -> dict[str, Any]:
     return facts
 
 
-def run(job: Job, ctx: RunContext) -> dict[str, Any]:
+def run(req: DescribeRequest, ctx: RunContext) -> dict[str, Any]:
     facts = environment()
     facts["device"] = ctx.device.facts
     return {"outputs": {}, "metrics": {}, "environment": facts}

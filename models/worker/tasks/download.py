@@ -44,7 +44,6 @@ from ...core.job import Job
 from ...core.modalities import get_modality
 from ...core.progress import Progress, ScaledProgress, check_cancelled
 from ...weights import hub
-from . import common
 from .context import RunContext
 
 BLOCK_BYTES = 16 * 1024 * 1024
@@ -64,10 +63,13 @@ class DownloadRequest:
     files: tuple[FileToGet, ...]
     folder: Path | None
 
+    def close(self) -> None:
+        pass
 
-def validate(job: Job) -> DownloadRequest:
+
+def validate(job: Job, backend: str) -> DownloadRequest:
     """Resolve the ids to their files (no network access); errors mean a bad job."""
-    common.register_cards(job)
+    catalogue.register_request_cards(job.model)
     params = job.params
     ids = params.get("models") or ([job.model.id] if job.model.id else [])
     ids = [ids] if isinstance(ids, str) else ids

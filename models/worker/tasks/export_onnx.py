@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,9 @@ from ...core import catalogue
 from ...core.catalogue import ModelSpec
 from ...core.errors import ConfigError, ModelNotFoundError
 from ...core.job import Job, onnx_decoder_path
+from ...core.outputs import check_output_path
+from ...core.params import decoder_tile_multiple
 from ...core.progress import ScaledProgress
-from . import common
 from .context import RunContext
 
 KINDS = ("segmentation", "tokenizer")
@@ -56,6 +57,9 @@ class ExportRequest:
     classes: str | None = None  # segmentation
     spec: ModelSpec | None = None  # tokenizer
 
+    def close(self) -> None:
+        pass
+
 
 def _kind(job: Job) -> str:
     kind = job.params.get("kind")
@@ -72,28 +76,23 @@ def _kind(job: Job) -> str:
 def _onnx_path(job: Job, key: str, default: str | None = None) -> str:
     path = job.outputs.get(key) or default
     if not path:
-        raise ConfigError(f"the job has no path for output '{key}' (job.outputs['{key}']: the .onnx file to write)")
-    if not path.lower().endswith(".onnx"):
-        raise ConfigError(f"output '{key}': '{path}' must be a file name ending in .onnx")
-    if os.path.isdir(path):
-        raise ConfigError(f"output '{key}': '{path}' is a folder; give a file name")
-    return os.path.abspath(path)
+        raise ConfigError("the job has no path for this output (the .onnx file to write)", field=f"outputs.{key}")
+    return os.path.abspath(check_output_path(f"outputs.{key}", path, (".onnx",)))
 
 
-def validate(job: Job) -> ExportRequest:
+def validate(job: Job, backend: str) -> ExportRequest:
     """Check the job and describe the model without loading weights (errors mean a bad job)."""
-    common.register_cards(job)
+    catalogue.register_request_cards(job.model)
     if job.precision != "fp32":
         raise ConfigError(f"ONNX export writes float32 graphs; precision must be 'fp32', got '{job.precision}'")
     kind, tile = _kind(job), job.tiling.tile_size
     model_path = _onnx_path(job, "model")
     if kind == "segmentation":
         return _validate_segmentation(job, tile, model_path)
-    spec = common.load_catalogue(job)
+    spec = catalogue.for_request(job.model)
     if spec.kind != "tokenizer":
         raise ConfigError(f"model '{spec.id}' is a {spec.kind} model; export tokenizers or fine-tuned segmentation models")
-    if spec.config.kind == "divae":  # type: ignore[union-attr]
-        common.check_tile_size(job, 32, "the diffusion decoder needs sizes that are multiples of 32")
+    job.tiling.require_multiple(decoder_tile_multiple(spec, [spec.modality]), "the diffusion decoder works on 32-pixel multiples")
     if job.model.weights and not job.model.untrained:
         from ...weights.hub import resolve_weights
 
@@ -172,8 +171,7 @@ def _export_tokenizer(req: ExportRequest, ctx: RunContext) -> None:
     job, spec = req.job, req.spec
     assert spec is not None
     loading = ScaledProgress(ctx.progress, 0.0, 20.0)
-    tok = build.load_tokenizer(spec.id, weights=job.model.weights, untrained=job.model.untrained,
-                               device=ctx.device.device, progress=loading)  # fmt: skip
+    tok = build.load_tokenizer(replace(job.model, id=spec.id), device=ctx.device.device, progress=loading)
     # the file it was loaded from (a cache hit now), for the SHA-256 in the cards
     source = None if job.model.untrained else resolve_weights(spec, job.model.weights).path
     names = (os.path.basename(req.paths["model"]), os.path.basename(req.paths["decoder"]))

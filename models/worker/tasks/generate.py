@@ -2,16 +2,15 @@
 
 Job: ``model.id`` = ``terramind_v1_<size>`` (or a custom card); ``inputs`` = any subset of the
 model's input modalities (keys = modality names; the first defines the working grid);
-``outputs[<MODALITY>]`` = one path per generated modality; ``params``: ``outputs`` (list, in
-generation order: each output is conditioned on the inputs and the outputs before it),
-``timesteps`` (DDIM steps, default 10), ``temperature`` (1.0), ``top_p`` (0.8), ``top_k`` (0),
-``seed`` (0).
+``outputs[<MODALITY>]`` = one path per generated modality; ``params``: models/core/params.py
+``GenerateParams`` (``outputs`` in generation order: each output is conditioned on the inputs and
+the outputs before it; ``timesteps``, ``temperature``, ``top_p``, ``top_k``, ``seed``).
 
-Per model call (one batch, or a smaller chunk after a CUDA out-of-memory back-off) the generation
-seed is ``tile_seed(seed, row, col, bits=32)`` of the call's FIRST tile (``common.py``); tokens and
-the DiVAE start noise then follow the model's random-number contract (``terramind/sampler.py``).
-The tiles of one call share that seed, so results reproduce for the same seed, inputs, extent,
-tiling and batch size (and device), but change with the batch size.
+Per model call (one batch, or a smaller chunk after an out-of-memory back-off) the generation
+seed is ``tile_seed(seed, row, col, bits=32)`` of the call's FIRST tile (models/core/seeds.py);
+tokens and the DiVAE start noise then follow the model's random-number contract
+(``terramind/sampler.py``). The tiles of one call share that seed, so results reproduce for the
+same seed, inputs, extent, tiling and batch size (and device), but change with the batch size.
 
 Outputs: one raster per requested modality, on the working grid: S2L2A (12 bands), S1GRD/S1RTC
 (VV, VH in dB), DEM (m), NDVI, all float32 in raw units from the blended, de-standardised tile
@@ -22,153 +21,98 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from ...core.catalogue import ModelSpec
-from ...engine import InputStack, Released, WorkingGrid, run_tiled
-from ...core.errors import ConfigError, UnsupportedModalityError
+from ...core.catalogue import ModelSpec, for_request
 from ...core.job import Job
-from ...core.modalities import Modality, get_modality
-from ...core.progress import Progress, ScaledProgress
-from ..device import OomBackoff
-from . import common
+from ...core.modalities import get_modality
+from ...core.params import GenerateParams, Sampling
+from ...core.progress import Progress
+from ...core.seeds import tile_seed
+from ...engine import GeoTiffWriter, OutputRaster, Released
+from ...engine.runner import Predict
+from ...runtime.device import OomBackoff
+from ...runtime.generator import TorchGenerator, open_generator
 from .context import RunContext
+from .inputs import TiledInputs, canonical_job, open_tiled
+from .outputs import modality_output
+from .tiled import TiledTask, chunk_progress
 
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    job: Job
     spec: ModelSpec
-    inputs: tuple[Modality, ...]
-    outputs: tuple[Modality, ...]
-    timesteps: int
-    temperature: float
-    top_p: float
-    top_k: int
-    seed: int
-    paths: dict[str, str]
-    grid: WorkingGrid
-    stack: InputStack
+    params: GenerateParams
+    tiled: TiledInputs
+
+    def close(self) -> None:
+        self.tiled.close()
 
 
-def validate(job: Job) -> GenerateRequest:
+def validate(job: Job, backend: str) -> GenerateRequest:
     """Check parameters, model, outputs and open the inputs (errors mean a bad job)."""
-    job = common.canonical_job(job)
-    p = job.params
-    spec = common.load_catalogue(job)
-    if spec.kind != "terramind":
-        raise ConfigError(f"model '{spec.id}' is a tokenizer; generate needs a TerraMind model (e.g. terramind_v1_base)")
-    requested = p.get("outputs") or [k for k in job.outputs]
-    if isinstance(requested, str) or not isinstance(requested, (list, tuple)):
-        raise ConfigError(f"parameter 'outputs' must be a list of modality names, got {requested!r}")
-    outputs = tuple(get_modality(str(n)) for n in requested)
-    inputs = tuple(get_modality(k) for k in job.inputs)
-    if not inputs:
-        raise ConfigError(f"generate needs at least one input; model '{spec.id}' accepts {', '.join(spec.inputs)}")
-    for m in inputs:
-        if m.name not in spec.inputs:
-            raise UnsupportedModalityError(f"model '{spec.id}' does not accept input {m.name} (it accepts {', '.join(spec.inputs)})")
-    seen = set()
-    for m in outputs:
-        if m.name not in spec.outputs:
-            raise UnsupportedModalityError(f"model '{spec.id}' cannot generate {m.name} (it generates {', '.join(spec.outputs)})")
-        if m.name in job.inputs:
-            raise ConfigError(f"{m.name} is both an input and a requested output; TerraMind cannot generate a modality it is given")
-        if m.name in seen:
-            raise ConfigError(f"output {m.name} is requested twice")
-        seen.add(m.name)
-    if not outputs:
-        raise ConfigError("parameter 'outputs' is empty; request at least one modality to generate")
-    if any(not m.categorical for m in outputs):
-        common.check_tile_size(job, 32, "the diffusion decoders need sizes that are multiples of 32")
-    common.check_tile_size(job, 16, "TerraMind works on 16-pixel patches")
-    paths = common.check_output_paths(job, [m.name for m in outputs])
-    sampling = common.read_sampling(p)
-    grid, stack = common.open_inputs(job, [m.name for m in inputs])
-    return GenerateRequest(job, spec, inputs, outputs, common.param_int(p, "timesteps", 10, 1, 1000), **sampling,
-                           seed=common.param_int(p, "seed", 0), paths=paths, grid=grid, stack=stack)  # fmt: skip
+    job = canonical_job(job)
+    spec = for_request(job.model)
+    params = GenerateParams.from_params(job.params, default_outputs=list(job.outputs))
+    inputs = list(job.inputs)
+    params.check(spec, inputs)
+    job.tiling.require_multiple(params.tile_multiple(spec), "the diffusion decoders work on 32-pixel multiples")
+    return GenerateRequest(spec, params, open_tiled(job, inputs, params.outputs))
 
 
-def generation_predictor(
-    job: Job,
-    model: Any,
-    ctx: RunContext,
-    inputs: Sequence[Modality],
-    outputs: Sequence[str],
-    sampling: dict[str, Any],
-    seed: int,
-    timesteps: int,
-):  # noqa: ANN201 - the engine's Predict
-    """Raw input tiles → ``{output: (B, C, T, T)}`` generated by ``model`` (a loaded ``TerraMindGeneration``):
-    de-standardised pixels, or LULC logits. Each model call is seeded with its first tile's seed."""
-    import torch
-
-    from ...terramind.sampler import SamplingConfig
-
-    config = SamplingConfig(**sampling)
-    backoff = OomBackoff(job.tiling.batch_size, ctx.progress)
-    device = ctx.device.device
+def generation_predictor(generator: TorchGenerator, sampling: Sampling, seed: int, timesteps: int,
+                         backoff: OomBackoff) -> Predict:  # fmt: skip
+    """Raw input tiles → ``{output: (B, C, T, T)}`` from ``generator``; each model call is seeded with
+    its first tile's seed."""
 
     def predict(tiles: list, arrays: dict[str, np.ndarray], progress: Progress) -> dict[str, np.ndarray]:
-        for m in inputs:
-            common.check_class_values(job, m, arrays[m.name])
-        x = {k: torch.from_numpy(v) for k, v in arrays.items()}  # {modality: (B, C, T, T)} raw
-
         def chunk(a: int, b: int) -> dict[str, np.ndarray]:
-            call_seed = common.tile_seed(seed, tiles[a].row, tiles[a].col, bits=32)
-            sub = ScaledProgress(progress, 100.0 * a / len(tiles), 100.0 * b / len(tiles))
-            with torch.inference_mode(), ctx.device.autocast():
-                out = model({k: v[a:b].to(device) for k, v in x.items()}, seed=call_seed, sampling=config,
-                            timesteps=timesteps, standardize=True, progress=sub)  # fmt: skip
-            return {k: out[k].float().cpu().numpy() for k in outputs}  # {output: (b-a, C, T, T)}
+            call_seed = tile_seed(seed, tiles[a].row, tiles[a].col, bits=32)
+            return generator.generate({k: v[a:b] for k, v in arrays.items()}, call_seed, sampling, timesteps,
+                                      chunk_progress(progress, a, b, len(tiles)))  # fmt: skip
 
         parts = backoff.run(len(tiles), chunk)
-        return {k: np.concatenate([part[k] for part in parts]) for k in outputs}
+        return {k: np.concatenate([part[k] for part in parts]) for k in generator.outputs}
 
     return predict
 
 
-def _predictor(req: GenerateRequest, model: Any, ctx: RunContext):  # noqa: ANN202
-    sampling = {"temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k}
-    outputs = [m.name for m in req.outputs]
-    return generation_predictor(req.job, model, ctx, req.inputs, outputs, sampling, req.seed, req.timesteps)
+def loading_message(spec: ModelSpec, job: Job, inputs: Sequence[str], outputs: Sequence[str]) -> str:
+    untrained = " (UNTRAINED weights, testing only)" if job.model.untrained else ""
+    return f"loading {spec.id}: {', '.join(inputs)} → {', '.join(outputs)}{untrained}"
 
 
-def run(req: GenerateRequest, ctx: RunContext) -> dict[str, Any]:
+class GenerateTask(TiledTask[GenerateRequest, TorchGenerator]):
+    def __init__(self, req: GenerateRequest, ctx: RunContext) -> None:
+        super().__init__(req, ctx)
+        self.outputs = [get_modality(m) for m in req.params.outputs]
+        self.group_width = 2048 if len(self.outputs) < 3 else 1024
+
+    def load(self) -> TorchGenerator:
+        job, inputs = self.tiled.job, list(self.tiled.job.inputs)
+        self.ctx.progress.info(loading_message(self.req.spec, job, inputs, self.req.params.outputs))
+        return open_generator(job.model, self.req.spec, inputs, self.req.params.outputs, self.ctx.device,
+                              self.ctx.progress)  # fmt: skip
+
+    def output_rasters(self, model: TorchGenerator) -> list[OutputRaster]:
+        return [modality_output(m.name, self.tiled.paths[m.name], m) for m in self.outputs]
+
+    def heads(self, model: TorchGenerator) -> dict[str, int]:
+        return {m.name: m.output_channels for m in self.outputs}
+
+    def predictor(self, model: TorchGenerator) -> Predict:
+        p = self.req.params
+        return generation_predictor(model, p.sampling, p.seed, p.timesteps, self.backoff)
+
+    def finish(self, rel: Released, writers: dict[str, GeoTiffWriter]) -> None:
+        for m in self.outputs:
+            v = rel.values[m.name]  # (C, h, w)
+            if m.categorical:
+                v = v.argmax(axis=0)[None].astype(np.float32)  # (1, h, w) class ids
+            writers[m.name].write(rel.row, rel.col, v, rel.valid)
+
+
+def run(req: GenerateRequest, ctx: RunContext) -> dict:
     """Generate every requested modality; returns the result event's ``outputs`` and ``metrics``."""
-    from ... import build
-
-    job, grid, stack = req.job, req.grid, req.stack
-    try:
-        common.report_grid(ctx.progress, grid, stack)
-        plan = common.make_plan(job, grid, group_width=2048 if len(req.outputs) < 3 else 1024)
-        untrained = " (UNTRAINED weights, testing only)" if job.model.untrained else ""
-        ctx.progress.info(f"loading {req.spec.id}: {', '.join(m.name for m in req.inputs)} → "
-                          f"{', '.join(m.name for m in req.outputs)}{untrained}")  # fmt: skip
-        model = build.load_generation(
-            job.model.id, [m.name for m in req.inputs], [m.name for m in req.outputs], weights=job.model.weights,
-            tokenizer_weights=job.model.tokenizer_weights or None, untrained=job.model.untrained,
-            device=ctx.device.device, progress=ctx.progress,
-        )  # fmt: skip
-        for m in req.outputs:
-            spec = common.modality_output(m.name, req.paths[m.name], m)
-            ctx.outputs.open(common.tagged(spec, job, req.spec, grid, model, ctx.device.description), grid)
-
-        def finish(rel: Released) -> None:
-            for m in req.outputs:
-                v = rel.values[m.name]  # (C, h, w)
-                if m.categorical:
-                    v = v.argmax(axis=0)[None].astype(np.float32)  # (1, h, w) class ids
-                ctx.outputs.writers[m.name].write(rel.row, rel.col, v, rel.valid)
-
-        heads = {m.name: m.output_channels for m in req.outputs}
-        stats = run_tiled(stack, plan, heads, _predictor(req, model, ctx), finish,
-                          **common.tiled_run_options(job, ctx))
-        paths = ctx.outputs.commit(ctx.progress)
-    finally:
-        stack.close()
-    return {"outputs": paths, "metrics": {"tiles": stats.tiles, "tiles_predicted": stats.predicted,
-                                          "tiles_skipped_nodata": stats.skipped_nodata,
-                                          "blend_buffer_mb": round(stats.strip_bytes / 2**20, 1)}}  # fmt: skip
+    return GenerateTask(req, ctx).run()

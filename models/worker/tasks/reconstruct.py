@@ -6,9 +6,11 @@ Job: ``model.id`` = a tokenizer (e.g. ``terramind_v1_tokenizer_s2l2a``); ``input
 (default 0), ``difference`` (bool; default: whether a difference path is given).
 
 Per tile: raw values → standardised with the v1 statistics (``models/core/modalities.py``; LULC class
-ids go in unchanged) → token ids → decoded at the tile size (DiVAE: DDIM from start noise drawn on
-the CPU from ``torch.Generator().manual_seed(tile_seed(seed, row, col))``, so results do not
-depend on the batch size; DiVAE decoding needs tiles of a multiple of 32 px) → de-standardised.
+ids go in unchanged) → token ids → decoded at the tile size (DiVAE: DDIM from start noise drawn
+per tile from ``tile_seed(seed, row, col)``: on the CPU with ``torch.Generator`` as the reference
+draws it, or with numpy (``params.noise``; the ONNX backend's default), so results do not depend
+on the batch size; DiVAE decoding needs tiles of a multiple of 32 px) → de-standardised. The same
+recipe runs on torch or ONNX Runtime (models/runtime/tokenizer.py).
 Continuous outputs are float32 in raw units; LULC is the argmax of the blended logits (uint8).
 
 ``difference`` = reconstruction − input (float32, raw units); for LULC a mask, 1 where the class
@@ -29,56 +31,51 @@ from typing import Any
 
 import numpy as np
 
-from ...backends.tasks import job_backend, load_onnx_tokenizer, onnx_reconstruct_predictor, onnx_tokenizer_spec
 from ...core.catalogue import ModelSpec
-from ...engine import InputStack, OutputRaster, Released, WorkingGrid, run_tiled
 from ...core.errors import ConfigError
 from ...core.job import Job
 from ...core.modalities import ClassInfo, Modality, get_modality
-from ...core.progress import Progress, ScaledProgress
-from ..device import OomBackoff
-from . import common
+from ...core.params import ReconstructParams
+from ...core.progress import Progress
+from ...engine import GeoTiffWriter, OutputRaster, Released
+from ...engine.runner import Predict
+from ...runtime.backend import noise_source
+from ...runtime.device import OomBackoff
+from ...runtime.tokenizer import open_tokenizer, start_noise, tokenizer_spec
 from .context import RunContext
+from .inputs import TiledInputs, canonical_job, open_tiled
+from .outputs import modality_output
+from .tiled import TiledTask, chunk_progress
+
+CHANGE_CLASSES = (ClassInfo(0, "Unchanged", "#F7F7F7"), ClassInfo(1, "Changed", "#D7191C"))
 
 
 @dataclass(frozen=True)
 class ReconstructRequest:
-    job: Job
+    backend: str
     spec: ModelSpec
-    modality: Modality
-    timesteps: int
-    seed: int
-    difference: bool
-    paths: dict[str, str]
-    grid: WorkingGrid
-    stack: InputStack
+    params: ReconstructParams
+    tiled: TiledInputs
+
+    def close(self) -> None:
+        self.tiled.close()
+
+    @property
+    def modality(self) -> Modality:
+        return get_modality(self.params.modality)
 
 
-def validate(job: Job) -> ReconstructRequest:
+def validate(job: Job, backend: str) -> ReconstructRequest:
     """Check the job and open its input (errors here mean a bad job); no model is loaded yet."""
-    job = common.canonical_job(job)
-    params = job.params
+    job = canonical_job(job)
     if not job.inputs:
-        raise ConfigError("reconstruct needs one input raster (job.inputs)")
-    name = params.get("modality") or (next(iter(job.inputs)) if len(job.inputs) == 1 else None)
-    if not name:
-        raise ConfigError("parameter 'modality' is required when the job has several inputs")
-    modality = get_modality(str(name))
-    if modality.name not in job.inputs:
-        raise ConfigError(f"parameter 'modality' is {modality.name} but the job has no input '{modality.name}'")
-    spec = onnx_tokenizer_spec(job) if job_backend(job) == "onnx" else common.load_catalogue(job)
-    if spec.kind != "tokenizer":
-        raise ConfigError(f"model '{spec.id}' is not a tokenizer; reconstruct needs a tokenizer model id")
-    if spec.modality != modality.name:
-        raise ConfigError(f"model '{spec.id}' is the tokenizer of {spec.modality}, not of {modality.name}")
-    if spec.config.kind == "divae":  # type: ignore[union-attr]
-        common.check_tile_size(job, 32, "the diffusion decoder needs sizes that are multiples of 32")
-    difference = bool(params.get("difference", "difference" in job.outputs))
-    keys = ["reconstruction"] + (["difference"] if difference else [])
-    paths = common.check_output_paths(job, keys)
-    timesteps, seed = common.param_int(params, "timesteps", 10, 1, 1000), common.param_int(params, "seed", 0)
-    grid, stack = common.open_inputs(job, [modality.name])
-    return ReconstructRequest(job, spec, modality, timesteps, seed, difference, paths, grid, stack)
+        raise ConfigError("reconstruct needs one input raster (job.inputs)", field="inputs")
+    params = ReconstructParams.from_params(job.params, list(job.inputs), difference="difference" in job.outputs)
+    spec = tokenizer_spec(backend, job)
+    params.check(spec, list(job.inputs))
+    job.tiling.require_multiple(params.tile_multiple(spec), "the diffusion decoder works on 32-pixel multiples")
+    outputs = ["reconstruction"] + (["difference"] if params.difference else [])
+    return ReconstructRequest(backend, spec, params, open_tiled(job, [params.modality], outputs))
 
 
 class ReconstructionMetrics:
@@ -124,91 +121,76 @@ class ReconstructionMetrics:
         return out
 
 
-def _predictor(req: ReconstructRequest, tok: Any, ctx: RunContext, tile: int):  # noqa: ANN202
-    import torch
-
-    m, device = req.modality, ctx.device.device
-    mean = torch.tensor(m.mean, dtype=torch.float32).view(1, -1, 1, 1)  # (1, C, 1, 1)
-    std = torch.tensor(m.std, dtype=torch.float32).view(1, -1, 1, 1)
-    backoff = OomBackoff(req.job.tiling.batch_size, ctx.progress)
+def reconstruction_predictor(tok: Any, m: Modality, seed: int, timesteps: int, tile: int, source: str,
+                             backoff: OomBackoff) -> Predict:  # fmt: skip
+    """Raw tiles → ``{"reconstruction": (B, C, T, T)}`` in raw units (LULC: class logits) through the
+    tokenizer runtime ``tok`` (torch or ONNX: the same recipe)."""
+    mean = np.asarray(m.mean, np.float32).reshape(1, -1, 1, 1)  # (1, C, 1, 1)
+    std = np.asarray(m.std, np.float32).reshape(1, -1, 1, 1)
 
     def predict(tiles: list, inputs: dict[str, np.ndarray], progress: Progress) -> dict[str, np.ndarray]:
-        common.check_class_values(req.job, m, inputs[m.name])
-        x = torch.from_numpy(inputs[m.name])  # (B, C, T, T) raw
+        x = inputs[m.name]  # (B, C, T, T) raw
 
         def chunk(a: int, b: int) -> np.ndarray:
             xb = x[a:b] if m.categorical else (x[a:b] - mean) / std  # (b-a, C, T, T)
-            noise = None
-            if not m.categorical:
-                noise = torch.stack([
-                    torch.randn((m.num_bands, tile, tile), generator=torch.Generator().manual_seed(
-                        common.tile_seed(req.seed, t.row, t.col)))
-                    for t in tiles[a:b]
-                ])  # (b-a, C, T, T), on the CPU like the reference's draw
-            sub = ScaledProgress(progress, 100.0 * a / len(tiles), 100.0 * b / len(tiles))
-            with torch.inference_mode(), ctx.device.autocast():
-                ids = tok.tokenize(xb.to(device))  # (b-a, h, w)
-                y = tok.decode_tokens(ids, image_size=(tile, tile), timesteps=req.timesteps, noise=noise, progress=sub)
-            y = y.float().cpu()  # (b-a, C, T, T)
-            return (y if m.categorical else y * std + mean).numpy()
+            noise = None if m.categorical else start_noise(seed, tiles[a:b], (m.num_bands, tile, tile), source)
+            ids = tok.tokenize(xb)  # (b-a, h, w)
+            y = tok.decode_tokens(ids, (tile, tile), timesteps, noise=noise,
+                                  progress=chunk_progress(progress, a, b, len(tiles)))  # fmt: skip
+            return y if m.categorical else y * std + mean  # (b-a, C, T, T)
 
         return {"reconstruction": np.concatenate(backoff.run(len(tiles), chunk))}
 
     return predict
 
 
+class ReconstructTask(TiledTask[ReconstructRequest, Any]):
+    def __init__(self, req: ReconstructRequest, ctx: RunContext) -> None:
+        super().__init__(req, ctx)
+        self.modality = req.modality
+        self.scores = ReconstructionMetrics(self.modality.band_labels, self.modality.categorical)
+
+    def load(self) -> Any:
+        job = self.tiled.job
+        self.ctx.progress.info(f"loading {self.req.spec.id}" + (" (UNTRAINED weights, testing only)" if job.model.untrained else ""))
+        return open_tokenizer(self.req.backend, job, self.req.spec, self.ctx.device, self.ctx.progress)
+
+    def output_rasters(self, model: Any) -> list[OutputRaster]:
+        m, paths = self.modality, self.tiled.paths
+        specs = [modality_output("reconstruction", paths["reconstruction"], m)]
+        if "difference" in paths:
+            if m.categorical:
+                specs.append(OutputRaster("difference", paths["difference"], ("class changed",), "mask", "uint8",
+                                          CHANGE_CLASSES))  # fmt: skip
+            else:
+                labels = tuple(f"{b} difference" for b in m.band_labels)
+                specs.append(OutputRaster("difference", paths["difference"], labels, f"difference:{m.name}"))
+        return specs
+
+    def heads(self, model: Any) -> dict[str, int]:
+        return {"reconstruction": self.modality.output_channels}
+
+    def predictor(self, tok: Any) -> Predict:
+        p, job = self.req.params, self.tiled.job
+        return reconstruction_predictor(tok, self.modality, p.seed, p.timesteps, job.tiling.tile_size,
+                                        noise_source(job, self.req.backend), self.backoff)  # fmt: skip
+
+    def finish(self, rel: Released, writers: dict[str, GeoTiffWriter]) -> None:
+        m = self.modality
+        target, _ = self.tiled.stack.inputs[0].read(rel.row, rel.col, rel.height, rel.width)  # (C, h, w)
+        rec = rel.values["reconstruction"]
+        if m.categorical:
+            rec = rec.argmax(axis=0)[None].astype(np.float32)  # (1, h, w) class ids
+        writers["reconstruction"].write(rel.row, rel.col, rec, rel.valid)
+        self.scores.update(rec, target, rel.valid)
+        if "difference" in writers:
+            diff = (rec != target).astype(np.float32) if m.categorical else rec - target
+            writers["difference"].write(rel.row, rel.col, diff, rel.valid)
+
+    def metrics(self, model: Any) -> dict[str, Any]:
+        return self.scores.result()
+
+
 def run(req: ReconstructRequest, ctx: RunContext) -> dict[str, Any]:
     """Run the reconstruction; returns the result event's ``outputs`` and ``metrics``."""
-    job, m, grid, stack = req.job, req.modality, req.grid, req.stack
-    try:
-        common.report_grid(ctx.progress, grid, stack)
-        plan = common.make_plan(job, grid)
-        ctx.progress.info(f"loading {req.spec.id}" + (" (UNTRAINED weights, testing only)" if job.model.untrained else ""))
-        onnx = job_backend(job) == "onnx"
-        if onnx:  # an exported .onnx tokenizer: onnxruntime, no torch
-            tok = load_onnx_tokenizer(job, ctx.device.device)
-        else:
-            from ... import build
-
-            tok = build.load_tokenizer(job.model.id, weights=job.model.weights, untrained=job.model.untrained,
-                                       device=ctx.device.device, progress=ctx.progress)  # fmt: skip
-        outputs = _open_outputs(req, grid, ctx, tok)
-        metrics = ReconstructionMetrics(m.band_labels, m.categorical)
-
-        def finish(rel: Released) -> None:
-            target, _ = stack.inputs[0].read(rel.row, rel.col, rel.height, rel.width)  # (C, h, w)
-            rec = rel.values["reconstruction"]
-            if m.categorical:
-                rec = rec.argmax(axis=0)[None].astype(np.float32)  # (1, h, w) class ids
-            outputs.writers["reconstruction"].write(rel.row, rel.col, rec, rel.valid)
-            metrics.update(rec, target, rel.valid)
-            if req.difference:
-                diff = (rec != target).astype(np.float32) if m.categorical else rec - target
-                outputs.writers["difference"].write(rel.row, rel.col, diff, rel.valid)
-
-        predictor = onnx_reconstruct_predictor if onnx else _predictor
-        predict = predictor(req, tok, ctx, plan.tile_size)
-        heads = {"reconstruction": len(m.classes) if m.categorical else m.num_bands}
-        stats = run_tiled(stack, plan, heads, predict, finish, **common.tiled_run_options(job, ctx))
-        paths = outputs.commit(ctx.progress)
-    finally:
-        stack.close()
-    result = metrics.result()
-    result.update(tiles=stats.tiles, tiles_predicted=stats.predicted, tiles_skipped_nodata=stats.skipped_nodata,
-                  blend_buffer_mb=round(stats.strip_bytes / 2**20, 1))
-    return {"outputs": paths, "metrics": result}
-
-
-def _open_outputs(req: ReconstructRequest, grid: Any, ctx: RunContext, model: Any) -> common.OutputSet:
-    m = req.modality
-    specs = [common.modality_output("reconstruction", req.paths["reconstruction"], m)]
-    if req.difference:
-        if m.categorical:
-            change = (ClassInfo(0, "Unchanged", "#F7F7F7"), ClassInfo(1, "Changed", "#D7191C"))
-            specs.append(OutputRaster("difference", req.paths["difference"], ("class changed",), "mask", "uint8", change))
-        else:
-            labels = tuple(f"{b} difference" for b in m.band_labels)
-            specs.append(OutputRaster("difference", req.paths["difference"], labels, f"difference:{m.name}"))
-    for spec in specs:
-        ctx.outputs.open(common.tagged(spec, req.job, req.spec, grid, model, ctx.device.description), grid)
-    return ctx.outputs
+    return ReconstructTask(req, ctx).run()

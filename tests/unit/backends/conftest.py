@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from onnx_fixtures import CATALOGUE, load_case_model
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models import build
 from terramind_qgis.models.core import catalogue
 
@@ -34,7 +35,7 @@ def test_cards() -> None:
 
 @pytest.fixture(scope="session")
 def s2_tokenizer(test_cards):
-    return build.load_tokenizer("test_tokenizer_s2l2a", untrained=True)
+    return build.load_tokenizer(ModelRequest("test_tokenizer_s2l2a", untrained=True))
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +47,7 @@ def s2_tokenizer_onnx(s2_tokenizer, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def lulc_tokenizer(test_cards):
-    return build.load_tokenizer("test_tokenizer_lulc", untrained=True)
+    return build.load_tokenizer(ModelRequest("test_tokenizer_lulc", untrained=True))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_backbone, load_generation, load_tim, load_tokenizer
 from terramind_qgis.models.core.errors import DownloadError
@@ -55,7 +56,7 @@ def test_tokenizer_layout_matches_reference(model_id: str, tmp_path: Path) -> No
     assert {k: list(v.shape) for k, v in layout.items()} == ref["state_dict"]
     assert list(layout) == list(ref["state_dict"])  # same order, as the reference saves it
     assert type(tok).__name__ == ref["class"] and not ref["buffers"] and not ref["shared"]
-    loaded = load_tokenizer(model_id, weights=stride0_file(ref["state_dict"], tmp_path / "official.pt"))
+    loaded = load_tokenizer(ModelRequest(model_id, weights=stride0_file(ref["state_dict"], tmp_path / "official.pt")))
     assert not meta_tensor_names(loaded) and loaded.state_dict().keys() == layout.keys()
 
 
@@ -105,10 +106,9 @@ def test_full_official_file_loads_into_every_wrapper(model_id: str, tmp_path: Pa
     for name in ("LULC", "NDVI"):
         tok_id = f"terramind_v1_tokenizer_{name.lower()}"
         stride0_tokenizers[name] = stride0_file(reference(tok_id)["state_dict"], tmp_path / f"{name}.pt")
-    backbone = load_backbone(model_id, ref["backbone"]["modalities"] + ["NDVI"], weights=path,
-                             tokenizer_weights={"NDVI": stride0_tokenizers["NDVI"]})  # fmt: skip
-    tim = load_tim(model_id, ref["tim"]["modalities"], ref["tim"]["tim_modalities"], weights=path)
-    generation = load_generation(model_id, ["S2L2A", "NDVI"], ["LULC"], weights=path, tokenizer_weights=stride0_tokenizers)
+    backbone = load_backbone(ModelRequest(model_id, weights=path, tokenizer_weights={"NDVI": stride0_tokenizers["NDVI"]}), ref["backbone"]["modalities"] + ["NDVI"])  # fmt: skip
+    tim = load_tim(ModelRequest(model_id, weights=path), ref["tim"]["modalities"], ref["tim"]["tim_modalities"])
+    generation = load_generation(ModelRequest(model_id, weights=path, tokenizer_weights=stride0_tokenizers), ["S2L2A", "NDVI"], ["LULC"])
     for model in (backbone, tim, generation):
         assert not meta_tensor_names(model)
         assert not model.untrained and model.weights_source["model"] == str(path)
@@ -129,11 +129,11 @@ def test_one_folder_holds_the_model_and_its_tokenizers(tmp_path: Path, monkeypat
     for name in ("LULC", "NDVI"):
         tok_id = f"terramind_v1_tokenizer_{name.lower()}"
         stride0_file(reference(tok_id)["state_dict"], folder / f"TerraMind_Tokenizer_{name}.pt")
-    model = load_generation("terramind_v1_tiny", ["S2L2A", "NDVI"], ["LULC"], weights=folder)
+    model = load_generation(ModelRequest("terramind_v1_tiny", weights=folder), ["S2L2A", "NDVI"], ["LULC"])
     assert model.weights_source == {
         "model": str(folder / "TerraMind_v1_tiny.pt"),
         "tokenizer NDVI": str(folder / "TerraMind_Tokenizer_NDVI.pt"),
         "tokenizer LULC": str(folder / "TerraMind_Tokenizer_LULC.pt"),
     }
     with pytest.raises(DownloadError, match="TerraMind_Tokenizer_DEM.pt.*HF_HUB_OFFLINE=1"):  # not in the folder
-        load_generation("terramind_v1_tiny", ["S2L2A"], ["DEM"], weights=folder)
+        load_generation(ModelRequest("terramind_v1_tiny", weights=folder), ["S2L2A"], ["DEM"])

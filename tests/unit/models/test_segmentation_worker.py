@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from testlib.tasks import run_task, validate
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingSpec
-from terramind_qgis.models.core.progress import NullProgress
-from terramind_qgis.models.worker.device import select_device
 from terramind_qgis.models.worker.tasks import map_water, segment
-from terramind_qgis.models.worker.tasks.context import RunContext
 from test_segmentation_goldens import CASES, GOLD, write_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
@@ -42,11 +40,6 @@ def flood_inputs(s2: Path | None = None) -> dict[str, InputSpec]:
     }
 
 
-def run_task(module, job: Job) -> dict:
-    req = module.validate(job)
-    return module.run(req, RunContext(NullProgress(), select_device("cpu", "fp32")))
-
-
 def segment_job(ckpt: str, out: Path, *, tiling=TilingSpec(224, 0, 2), inputs=None, **params) -> Job:
     outputs = {"classes": str(out / "classes.tif"), "probabilities": str(out / "prob.tif")}
     return Job("segment", inputs or flood_inputs(), outputs, ModelRequest("flood_tiny", weights=ckpt),
@@ -60,7 +53,7 @@ def read(path: str) -> tuple[np.ndarray, dict]:
 
 
 def test_segment_equals_reference_argmax_and_softmax(tiny_ckpt: str, tmp_path: Path) -> None:
-    result = run_task(segment, segment_job(tiny_ckpt, tmp_path, probabilities=True))
+    result = run_task(segment_job(tiny_ckpt, tmp_path, probabilities=True))
     classes, meta = read(result["outputs"]["classes"])
     prob, pmeta = read(result["outputs"]["probabilities"])
     ref = np.load(GOLD / "tiny_sen1floods11.npz")["logits"][0]  # (K, H, W)
@@ -88,7 +81,7 @@ def test_segment_nodata_exactly_where_the_input_had_nodata(tiny_ckpt: str, tmp_p
         dst.write(data)
         dst.nodata = -9999
     job = segment_job(tiny_ckpt, tmp_path, tiling=TilingSpec(128, 32, 4), inputs=flood_inputs(s2))
-    classes, _ = read(run_task(segment, job)["outputs"]["classes"])
+    classes, _ = read(run_task(job)["outputs"]["classes"])
     expected = np.zeros((224, 224), bool)
     expected[50:90, 100:180] = True
     expected[200, 7] = True
@@ -98,21 +91,21 @@ def test_segment_nodata_exactly_where_the_input_had_nodata(tiny_ckpt: str, tmp_p
 
 def test_segment_input_keys_are_case_insensitive(tiny_ckpt: str, tmp_path: Path) -> None:
     inputs = {k.lower(): v for k, v in flood_inputs().items()}
-    req = segment.validate(segment_job(tiny_ckpt, tmp_path, inputs=inputs))
-    assert set(req.job.inputs) == set(flood_inputs())
+    req = validate(segment_job(tiny_ckpt, tmp_path, inputs=inputs))
+    assert set(req.tiled.job.inputs) == set(flood_inputs())
 
 
 def test_segment_names_a_missing_modality(tiny_ckpt: str, tmp_path: Path) -> None:
     inputs = {"S2L1C": flood_inputs()["S2L1C"]}
     with pytest.raises(ConfigError, match=r"needs input S1GRD \(2 bands: VV, VH\).*INPUT_S1GRD"):
-        segment.validate(segment_job(tiny_ckpt, tmp_path, inputs=inputs))
+        validate(segment_job(tiny_ckpt, tmp_path, inputs=inputs))
 
 
 def test_segment_names_an_unsupported_decoder(tiny_ckpt: str, tmp_path: Path) -> None:
     config = tmp_path / "fcn.yaml"
     config.write_text(Path(TINY_CONFIG).read_text().replace("decoder: UNetDecoder", "decoder: FCNDecoder"))
     with pytest.raises(ConfigError, match="decoder 'FCNDecoder'"):
-        segment.validate(segment_job(tiny_ckpt, tmp_path, config=str(config)))
+        validate(segment_job(tiny_ckpt, tmp_path, config=str(config)))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +116,7 @@ def water_run(tmp_path_factory) -> tuple[dict, Path]:
               {"water": str(out / "water.tif"), "lulc": str(out / "lulc.tif")},
               ModelRequest("test_terramind_tiny", untrained=True, catalogue_paths=(str(CATALOGUE),)),
               params={"seed": 3, "flooded_vegetation": True}, tiling=TilingSpec(224, 0, 1))  # fmt: skip
-    return run_task(map_water, job), out
+    return run_task(job), out
 
 
 def test_map_water_mask_is_the_water_classes(water_run) -> None:
@@ -142,12 +135,12 @@ def test_map_water_requires_sentinel2(tmp_path: Path) -> None:
     job = Job("map_water", {"S1RTC": InputSpec(str(EXAMPLES / "S1RTC" / f"{SCENE}.tif"))},
               {"water": str(tmp_path / "w.tif")}, ModelRequest("terramind_v1_tiny"))  # fmt: skip
     with pytest.raises(ConfigError, match="needs a Sentinel-2 L2A input"):
-        map_water.validate(job)
+        validate(job)
     job = Job("map_water", {"S2L2A": InputSpec(str(EXAMPLES / "S2L2A" / f"{SCENE}.tif")),
                             "DEM": InputSpec(str(EXAMPLES / "DEM" / f"{SCENE}.tif"))},
               {"water": str(tmp_path / "w.tif")}, ModelRequest("terramind_v1_tiny"))  # fmt: skip
     with pytest.raises(Exception, match="remove the input"):
-        map_water.validate(job)
+        validate(job)
 
 
 def test_water_mask_rule() -> None:
@@ -168,10 +161,10 @@ def test_band_subset_inputs_are_checked_against_the_model_bands() -> None:
     path = str(EXAMPLES / "S2L2A" / f"{SCENE}.tif")
     job = Job("segment", {"S2L2A": InputSpec(path, name="hls")}, {"classes": "/tmp/x.tif"}, ModelRequest("burn"))
     with pytest.raises(InputRasterError, match=r"layer 'hls': S2L2A needs 6 band\(s\) \(B02, B03, B04, B8A, B11, B12\), got 12"):
-        segment.open_model_inputs(job, cfg)
+        segment.open_model_inputs(job, cfg, ["classes"])
     mapped = Job("segment", {"S2L2A": InputSpec(path, bands=(2, 3, 4, 9, 11, 12), name="hls")}, {"classes": "/tmp/x.tif"},
                  ModelRequest("burn"))  # fmt: skip
-    grid, stack = segment.open_model_inputs(mapped, cfg)
+    stack = segment.open_model_inputs(mapped, cfg, ["classes"]).stack
     try:
         data, valid = stack.read_tile(0, 0, 224)
         with rasterio.open(path) as src:

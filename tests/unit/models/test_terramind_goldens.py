@@ -23,8 +23,8 @@ import torch
 
 from terramind_qgis.models.core.catalogue import get
 from terramind_qgis.models.core.modalities import MODALITIES
+from terramind_qgis.models.core.params import Sampling
 from terramind_qgis.models.terramind import (
-    SamplingConfig,
     TerraMindEncoderDecoder,
     TerraMindGeneration,
     TerraMindTiM,
@@ -169,10 +169,10 @@ def test_generated_tokens_match_reference(variant: str, case: str) -> None:
     result = model.generate_tokens(
         golden_inputs(variant, case),
         seed=spec["call_seed"],
-        sampling=SamplingConfig(spec["temperature"], spec["top_p"], spec["top_k"]),
+        sampling=Sampling(spec["temperature"], spec["top_p"], spec["top_k"]),
         logits_hook=lambda key, logits, ids_keep: ours_logits.__setitem__(key, summaries(logits, ids_keep)),
     )
-    greedy = SamplingConfig(spec["temperature"]).greedy
+    greedy = Sampling(spec["temperature"]).greedy
     for step, name in enumerate(spec["outputs"]):
         ref = {k: golden(variant, case, f"step{step}/{k}") for k in ("rowmax", "gap", "lse", "argmax")}
         ours = ours_logits[model.output_mapping[name]]

@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from terramind_qgis.models.core.catalogue import TerraMindConfig
+from terramind_qgis.models.core.configs import TerraMindConfig
 from terramind_qgis.models.core.errors import (
     CancelledError,
     CheckpointError,
@@ -20,8 +20,8 @@ from terramind_qgis.models.core.errors import (
     InputRasterError,
     UnsupportedModalityError,
 )
+from terramind_qgis.models.core.params import Sampling
 from terramind_qgis.models.terramind import (
-    SamplingConfig,
     TerraMindGeneration,
     TerraMindTiM,
     TerraMindViT,
@@ -181,9 +181,9 @@ def test_greedy_sampling_takes_the_argmax_without_drawing() -> None:
     g = torch.Generator().manual_seed(3)
     state = g.get_state()
     logits = torch.randn(5, 7, generator=torch.Generator().manual_seed(1))
-    samples = sample_tokens(logits.clone(), SamplingConfig(temperature=0.0), g)
+    samples = sample_tokens(logits.clone(), Sampling(temperature=0.0), g)
     assert torch.equal(samples, logits.argmax(-1)) and torch.equal(g.get_state(), state)
-    drawn = sample_tokens(logits.clone(), SamplingConfig(temperature=1.0, top_p=0.0), g)
+    drawn = sample_tokens(logits.clone(), Sampling(temperature=1.0, top_p=0.0), g)
     assert drawn.shape == (5,) and not torch.equal(g.get_state(), state)
 
 
@@ -192,7 +192,7 @@ def test_greedy_sampling_takes_the_argmax_without_drawing() -> None:
 )
 def test_sampling_config_validates(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
-        SamplingConfig(**kwargs)
+        Sampling(**kwargs)
 
 
 def test_reference_call_seed_is_what_terratorch_draws() -> None:

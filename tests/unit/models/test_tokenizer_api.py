@@ -12,7 +12,8 @@ import dataclasses
 import pytest
 import torch
 
-from terramind_qgis.models.core.catalogue import TokenizerConfig, get
+from terramind_qgis.models.core.catalogue import get
+from terramind_qgis.models.core.configs import TokenizerConfig
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, InputRasterError
 from terramind_qgis.models.tokenizers import DiVAE, VQVAE, build_tokenizer
 from terramind_qgis.models.tokenizers.unet import GroupNorm32

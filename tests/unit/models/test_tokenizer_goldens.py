@@ -24,6 +24,7 @@ import pytest
 import rasterio
 import torch
 
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_tokenizer
 from terramind_qgis.models.core.errors import ConfigError
@@ -84,7 +85,7 @@ def example_input(model_id: str) -> torch.Tensor:
 
 def filled_tokenizer(model_id: str) -> DiVAE | VQVAE:
     """The tokenizer as users load it (``models/build.py``), with the deterministic untrained fill."""
-    return load_tokenizer(model_id, untrained=True)
+    return load_tokenizer(ModelRequest(model_id, untrained=True))
 
 
 @pytest.fixture(scope="module")

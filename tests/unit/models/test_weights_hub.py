@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
-from terramind_qgis.models.core.catalogue import ModelSpec, TokenizerConfig
+from terramind_qgis.models.core.catalogue import ModelSpec
+from terramind_qgis.models.core.configs import TokenizerConfig
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError
 from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.weights import hub
 from terramind_qgis.models.weights.hub import resolve_weights
-from hub_cache import COMMIT, make_hub_cache
+from testlib.hub import COMMIT, make_hub_cache
 
 
 
@@ -171,7 +173,7 @@ def test_a_download_inside_a_run_leaves_the_progress_bar_to_the_run(tmp_path: Pa
 
     catalogue.load_cards(Path(__file__).resolve().parents[2] / "data" / "catalogue")
     made = tmp_path / "dem.pt"
-    torch.save(build.load_tokenizer("test_tokenizer_dem", untrained=True).state_dict(), made)
+    torch.save(build.load_tokenizer(ModelRequest("test_tokenizer_dem", untrained=True)).state_dict(), made)
 
     def fake_resolve(spec, weights, *, progress):  # a Hub download of 4 chunks
         for percent in (5.0, 25.0, 50.0, 100.0):

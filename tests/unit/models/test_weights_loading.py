@@ -6,7 +6,6 @@ module); every other case uses the reduced test variants of tests/data/catalogue
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -20,6 +19,8 @@ import rasterio
 import torch
 from safetensors.torch import save_file
 
+from testlib.hub import make_hub_cache
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import UNTRAINED_SOURCE, load_tokenizer
 from terramind_qgis.models.core.errors import CheckpointError, ConfigError
@@ -30,27 +31,12 @@ REPO = Path(__file__).resolve().parents[3]
 CARDS = REPO / "tests" / "data" / "catalogue"
 EXAMPLES = REPO / "tests" / "data" / "examples"
 SCENE = "38D_378R_2_3"
-COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 LULC_ID = "terramind_v1_tokenizer_lulc"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def test_cards() -> None:
     catalogue.load_cards(CARDS)
-
-
-def make_hub_cache(cache: Path, repo_id: str, filename: str, source: Path, revision: str = "main") -> Path:
-    """huggingface_hub's cache layout: blobs/<hash> (hard link of ``source``), snapshot symlink, refs."""
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    blob = repo / "blobs" / hashlib.sha256(str(source).encode()).hexdigest()
-    blob.parent.mkdir(parents=True, exist_ok=True)
-    os.link(source, blob)
-    snapshot = repo / "snapshots" / COMMIT / filename
-    snapshot.parent.mkdir(parents=True)
-    os.symlink(os.path.relpath(blob, snapshot.parent), snapshot)
-    (repo / "refs").mkdir()
-    (repo / "refs" / revision).write_text(COMMIT)
-    return snapshot
 
 
 def lulc_patch() -> torch.Tensor:
@@ -146,7 +132,7 @@ def test_safetensors_pt_legacy_and_containers_load_the_same(tmp_path: Path) -> N
     x = dem_patch()
     expected = filled("test_tokenizer_dem").tokenize(x)
     for name in ("plain.pt", "w.safetensors", "legacy.pth", "lightning.ckpt", "wrapped.pt"):
-        tok = load_tokenizer("test_tokenizer_dem", weights=tmp_path / name)
+        tok = load_tokenizer(ModelRequest("test_tokenizer_dem", weights=tmp_path / name))
         assert tok.weights_source == {"model": str(tmp_path / name)}
         got = tok.state_dict()
         assert got.keys() == state.keys() and all(torch.equal(got[k], state[k]) for k in state), name
@@ -156,13 +142,13 @@ def test_safetensors_pt_legacy_and_containers_load_the_same(tmp_path: Path) -> N
 def test_half_precision_checkpoint_loads_as_float32(tmp_path: Path) -> None:
     state = filled("test_tokenizer_ndvi").state_dict()
     torch.save({k: v.half() for k, v in state.items()}, tmp_path / "fp16.pt")
-    tok = load_tokenizer("test_tokenizer_ndvi", weights=tmp_path / "fp16.pt")
+    tok = load_tokenizer(ModelRequest("test_tokenizer_ndvi", weights=tmp_path / "fp16.pt"))
     got = tok.state_dict()
     assert all(got[k].dtype == torch.float32 and torch.equal(got[k], state[k].half().float()) for k in state)
 
 
 def test_untrained_fill_equals_filling_the_module_directly() -> None:
-    tok = load_tokenizer("test_tokenizer_s1rtc", untrained=True)
+    tok = load_tokenizer(ModelRequest("test_tokenizer_s1rtc", untrained=True))
     direct = filled("test_tokenizer_s1rtc").state_dict()
     assert tok.untrained is True and tok.weights_source == {"model": UNTRAINED_SOURCE}
     assert all(torch.equal(v, direct[k]) for k, v in tok.state_dict().items())
@@ -176,14 +162,14 @@ def test_truncated_file_is_one_checkpoint_error(tmp_path: Path, name: str) -> No
     data = whole.read_bytes()
     (tmp_path / name).write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=f"'{tmp_path / name}' is truncated or corrupt") as err:
-        load_tokenizer("test_tokenizer_dem", weights=tmp_path / name)
+        load_tokenizer(ModelRequest("test_tokenizer_dem", weights=tmp_path / name))
     assert err.value.__cause__ is None and err.value.__suppress_context__
 
 
 def test_wrong_modality_tokenizer_file_names_the_keys(tmp_path: Path) -> None:
     torch.save(filled("test_tokenizer_dem").state_dict(), tmp_path / "dem.pt")
     with pytest.raises(CheckpointError) as err:
-        load_tokenizer("test_tokenizer_s2l2a", weights=tmp_path / "dem.pt")
+        load_tokenizer(ModelRequest("test_tokenizer_s2l2a", weights=tmp_path / "dem.pt"))
     message = str(err.value)
     assert f"'{tmp_path / 'dem.pt'}' does not fit model 'test_tokenizer_s2l2a' (DiVAE tokenizer for S2L2A, 12 input channels)" in message
     assert "looks like a DiVAE (diffusion) image tokenizer for 1-band images" in message
@@ -198,7 +184,7 @@ def test_wrong_official_tokenizer_file_is_caught_before_reading_data(tmp_path: P
     torch.save({k: torch.zeros(()).expand(s) for k, s in layout["state_dict"].items()}, tmp_path / "dem.pt")
     assert (tmp_path / "dem.pt").stat().st_size < 1_000_000
     with pytest.raises(CheckpointError, match=r"encoder\.proj\.weight: file \[768, 1, 16, 16\] vs model \[768, 12, 16, 16\]"):
-        load_tokenizer("terramind_v1_tokenizer_s2l2a", weights=tmp_path / "dem.pt")
+        load_tokenizer(ModelRequest("terramind_v1_tokenizer_s2l2a", weights=tmp_path / "dem.pt"))
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path: Path) -> None:
@@ -207,7 +193,7 @@ def test_missing_and_unexpected_keys_are_named(tmp_path: Path) -> None:
     state["encoder.blocks.2.attn.qkv.weight"] = torch.zeros(192, 64)
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError) as err:
-        load_tokenizer("test_tokenizer_lulc", weights=tmp_path / "bad.pt")
+        load_tokenizer(ModelRequest("test_tokenizer_lulc", weights=tmp_path / "bad.pt"))
     message = str(err.value)
     assert "1 missing key (in the model, not in the file); by group: encoder.blocks (1)\n    encoder.blocks.1.attn.qkv.weight" in message
     assert "1 unexpected key (in the file, not in the model); by group: encoder.blocks (1)\n    encoder.blocks.2.attn.qkv.weight" in message
@@ -216,18 +202,18 @@ def test_missing_and_unexpected_keys_are_named(tmp_path: Path) -> None:
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     torch.save({"state_dict": filled("test_tokenizer_dem").state_dict(), "hparams": Namespace(lr=1)}, tmp_path / "x.ckpt")
     with pytest.raises(CheckpointError, match="contains Python objects other than tensors.*weights_only=True"):
-        load_tokenizer("test_tokenizer_dem", weights=tmp_path / "x.ckpt")
+        load_tokenizer(ModelRequest("test_tokenizer_dem", weights=tmp_path / "x.ckpt"))
     torch.save({"epoch": torch.tensor(1), "optimizer": {"lr": 0.1}}, tmp_path / "y.pt")
     with pytest.raises(CheckpointError, match=r"is not a state dict: its top-level keys are \[epoch, optimizer\]"):
-        load_tokenizer("test_tokenizer_dem", weights=tmp_path / "y.pt")
+        load_tokenizer(ModelRequest("test_tokenizer_dem", weights=tmp_path / "y.pt"))
 
 
 def test_weights_and_untrained_are_exclusive_and_needed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="either a weights path .* or untrained=True, not both"):
-        load_tokenizer("test_tokenizer_dem", weights=tmp_path / "w.pt", untrained=True)
+        load_tokenizer(ModelRequest("test_tokenizer_dem", weights=tmp_path / "w.pt", untrained=True))
     with pytest.raises(ConfigError, match=r"'test_tokenizer_dem' has no weights source .*\(untrained=True\)"):
         load_tokenizer("test_tokenizer_dem")
     with pytest.raises(ConfigError, match="'terramind_v1_tiny' is a terramind, not a tokenizer"):
-        load_tokenizer("terramind_v1_tiny", untrained=True)
+        load_tokenizer(ModelRequest("terramind_v1_tiny", untrained=True))
     with pytest.raises(ConfigError, match="cannot put model 'test_tokenizer_dem' on device 'cuda:99'"):
-        load_tokenizer("test_tokenizer_dem", untrained=True, device="cuda:99")
+        load_tokenizer(ModelRequest("test_tokenizer_dem", untrained=True), device="cuda:99")

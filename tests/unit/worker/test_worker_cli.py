@@ -63,7 +63,7 @@ def test_bad_job_as_a_process_gives_one_line_an_error_event_and_exit_2(tmp_path)
         (json.dumps({"task": "describe", "model": {"id": "x"}, "extent": [1, 2, 3]}), "ConfigError",
          r"extent must be four numbers"),
         (json.dumps({"task": "describe", "model": {"id": "x"}, "tiling": {"tile_size": 128.0}}), "ConfigError",
-         r"tiling.tile_size must be a whole number, got 128.0"),
+         r"tiling.tile_size: must be a whole number, got 128.0"),
         (json.dumps({"task": "describe", "model": {"id": "x"}, "inputs": {"DEM": {"path": "d.tif", "nodata": "none"}}}),
          "ConfigError", r"inputs.DEM.nodata must be a number or null"),
         (json.dumps({"task": "describe", "model": {"id": "x"}, "inputs": {"DEM": "d.tif"}}), "ConfigError",
@@ -84,14 +84,14 @@ def test_missing_job_file_and_bad_inputs_are_bad_jobs(tmp_path, capsys):
                     "layer 'my layer': S2L2A needs 12")  # fmt: skip
     _one_line_error(*run(reconstruct_job(tmp_path, model="no_such_model")), EXIT_BAD_JOB, "ModelNotFoundError",
                     "'no_such_model' is not in the catalogue")  # fmt: skip
-    _one_line_error(*run(reconstruct_job(tmp_path, tile=112)), EXIT_BAD_JOB, "ConfigError", "not a multiple of 32")
+    _one_line_error(*run(reconstruct_job(tmp_path, tile=112)), EXIT_BAD_JOB, "ConfigError", "tiling.tile_size: must be a multiple of 32")
     job = reconstruct_job(tmp_path)
     job["precision"] = "fp16"
     _one_line_error(*run(job), EXIT_BAD_JOB, "ConfigError", "'fp16' needs a CUDA GPU")
     job = reconstruct_job(tmp_path)
     job["params"]["timesteps"] = 0
-    _one_line_error(*run(job), EXIT_BAD_JOB, "ConfigError", "'timesteps' must be between 1 and 1000")
-    assert not os.path.exists(tmp_path / "out"), "nothing is written for a bad job"
+    _one_line_error(*run(job), EXIT_BAD_JOB, "ConfigError", "params.timesteps: must be between 1 and 1000")
+    assert os.listdir(tmp_path / "out") == [], "nothing is written for a bad job"
 
 
 def test_describe_reports_the_environment(tmp_path):

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from testlib.tasks import run_task, validate
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_generation, load_tokenizer
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError, UnsupportedModalityError
@@ -25,10 +27,7 @@ from terramind_qgis.models.terramind import TerraMindGeneration
 from terramind_qgis.models.weights.loading import checkpoint_layout
 from terramind_qgis.models.weights.matching import GENERATION
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
-from terramind_qgis.models.worker.device import select_device
-from terramind_qgis.models.worker.tasks import TASKS
-from terramind_qgis.models.worker.tasks.context import RunContext
-from hub_cache import COMMIT, make_hub_cache
+from testlib.hub import COMMIT, make_hub_cache
 from worker_fixtures import CATALOGUE, run_worker, write_job
 
 TM, DEM, LULC = "dl_terramind", "dl_tokenizer_dem", "dl_tokenizer_lulc"
@@ -57,8 +56,8 @@ def prepared(tmp_path_factory) -> dict:
     with torch.device("meta"):
         model = TerraMindGeneration(catalogue.get(TM).config, ["S2L2A", "S1RTC"], ["DEM", "LULC"])
     states = {TM: deterministic_state_dict(checkpoint_layout(model, GENERATION)),
-              DEM: load_tokenizer(DEM, untrained=True).state_dict(),
-              LULC: load_tokenizer(LULC, untrained=True).state_dict()}  # fmt: skip
+              DEM: load_tokenizer(ModelRequest(DEM, untrained=True)).state_dict(),
+              LULC: load_tokenizer(ModelRequest(LULC, untrained=True)).state_dict()}  # fmt: skip
     content = {}
     for model_id, state in states.items():
         torch.save(state, root / "tmp.pt")
@@ -102,9 +101,7 @@ class Recorder(NullProgress):
 
 
 def run(request_job: Job, progress=None) -> dict:
-    entry = TASKS["download"]
-    ctx = RunContext(progress or NullProgress(), select_device("cpu", "fp32"))
-    return entry.run(entry.validate(request_job), ctx)
+    return run_task(request_job, progress)
 
 
 def test_folder_holds_official_names_and_build_loads_it_without_the_cache(prepared, cache, tmp_path):
@@ -128,7 +125,7 @@ def test_folder_holds_official_names_and_build_loads_it_without_the_cache(prepar
     assert sum("file " in m for m in progress.infos) == 3
     # the folder alone is enough: the cache goes, the model and its tokenizer load from the folder
     shutil.rmtree(cache)
-    model = load_generation(TM, ["S2L2A"], ["DEM"], weights=str(folder))
+    model = load_generation(ModelRequest(TM, weights=str(folder)), ["S2L2A"], ["DEM"])
     assert model.weights_source == {"model": str(folder / "DL_TerraMind.pt"), "tokenizer DEM": str(folder / "DL_Tokenizer_DEM.pt")}
     key = "encoder.0.attn.qkv.weight"
     assert torch.equal(model.state_dict()["sampler.model." + key], prepared["states"][TM][key])
@@ -146,23 +143,23 @@ def test_without_a_folder_the_files_stay_in_the_cache(prepared, cache):
 
 def test_tokenizer_choice(prepared, cache, tmp_path):
     def names(**params):
-        request = TASKS["download"].validate(job(prepared, [TM], **params))
+        request = validate(job(prepared, [TM], **params))
         return [f.source.filename for f in request.files]
 
     assert names(tokenizers=["dem"]) == ["DL_TerraMind.pt", "DL_Tokenizer_DEM.pt"]
     assert names(tokenizers=[]) == ["DL_TerraMind.pt"]
-    request = TASKS["download"].validate(job(prepared, [DEM, TM]))  # a file listed twice is taken once
+    request = validate(job(prepared, [DEM, TM]))  # a file listed twice is taken once
     assert [f.model_id for f in request.files] == [DEM, TM, LULC]
     with pytest.raises(ConfigError, match=f"model '{TM}' has no tokenizer for S2L2A .*its tokenizers are for DEM, LULC"):
         names(tokenizers=["S2L2A"])
     with pytest.raises(UnsupportedModalityError, match="unknown modality 'RGB'"):
         names(tokenizers=["RGB"])
     with pytest.raises(ConfigError, match="'models' lists none"):
-        TASKS["download"].validate(job(prepared, [DEM], tokenizers=["DEM"]))
+        validate(job(prepared, [DEM], tokenizers=["DEM"]))
 
 
 def test_an_official_terramind_id_brings_its_six_tokenizers(prepared):
-    request = TASKS["download"].validate(job(prepared, ["terramind_v1_tiny"]))
+    request = validate(job(prepared, ["terramind_v1_tiny"]))
     assert [f.source.filename for f in request.files] == ["TerraMind_v1_tiny.pt"] + [
         f"TerraMind_Tokenizer_{m}.pt" for m in ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")]
     assert {f.source.repo_id for f in request.files} >= {"ibm-esa-geospatial/TerraMind-1.0-tiny",
@@ -172,15 +169,15 @@ def test_an_official_terramind_id_brings_its_six_tokenizers(prepared):
 def test_models_without_weights_and_bad_folders_are_bad_jobs(prepared, tmp_path):
     catalogue.load_cards(CATALOGUE)  # the test cards have no weights source
     with pytest.raises(ConfigError, match="model 'test_tokenizer_dem' has no published weights"):
-        TASKS["download"].validate(job(prepared, ["test_tokenizer_dem"]))
+        validate(job(prepared, ["test_tokenizer_dem"]))
     catalogue.register(catalogue.ModelSpec.from_dict(card(TM, "test_terramind_tiny", id="dl_tm_test_tokenizers")))
     with pytest.raises(ConfigError, match=r"'test_tokenizer_s2l2a' \(a tokenizer of 'dl_tm_test_tokenizers'; leave it out"):
-        TASKS["download"].validate(job(prepared, ["dl_tm_test_tokenizers"]))
+        validate(job(prepared, ["dl_tm_test_tokenizers"]))
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(ConfigError, match="parameter 'folder': '.*a-file' is a file"):
-        TASKS["download"].validate(job(prepared, [DEM], folder=str(tmp_path / "a-file")))
+        validate(job(prepared, [DEM], folder=str(tmp_path / "a-file")))
     with pytest.raises(ConfigError, match="'models' must be a non-empty list"):
-        TASKS["download"].validate(Job.from_dict({"task": "download", "model": {"id": ""}, "params": {"models": []}}))
+        validate(Job.from_dict({"task": "download", "model": {"id": ""}, "params": {"models": []}}))
 
 
 def test_cancelling_keeps_complete_files_and_leaves_no_partial_file(prepared, cache, tmp_path):

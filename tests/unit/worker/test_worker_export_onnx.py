@@ -16,6 +16,9 @@ import pytest
 import rasterio
 import torch
 
+from testlib.tasks import run_task, validate
+from testlib.errors import refused
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.backends.onnx_card import read_card
 from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel, OnnxTokenizer
@@ -25,7 +28,7 @@ from terramind_qgis.models.core.job import Job, onnx_decoder_path
 from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
-from terramind_qgis.models.worker.device import select_device
+from terramind_qgis.models.runtime.device import select_device
 from terramind_qgis.models.worker.tasks import TASKS
 from terramind_qgis.models.worker.tasks.context import RunContext
 from worker_fixtures import CATALOGUE, EXAMPLES, REPO, run_worker, write_job
@@ -59,9 +62,7 @@ class Messages(NullProgress):
 
 
 def export(job: dict, progress=None) -> dict:
-    entry = TASKS["export_onnx"]
-    request = entry.validate(Job.from_dict({"task": "export_onnx", "device": "cpu", **job}))
-    return entry.run(request, RunContext(progress or NullProgress(), select_device("cpu", "fp32")))
+    return run_task({"task": "export_onnx", "device": "cpu", **job}, progress)
 
 
 def raw_inputs(scene: str = "282D_485L_3_3", size: int = 160) -> dict[str, np.ndarray]:
@@ -124,7 +125,7 @@ def test_tokenizer_export_through_the_worker_writes_the_pair(tmp_path):
     catalogue.load_cards(CATALOGUE)
     x = np.random.default_rng(0).standard_normal((2, 1, 64, 64), dtype=np.float32)
     with torch.no_grad():
-        ref = load_tokenizer("test_tokenizer_dem", untrained=True).tokenize(torch.from_numpy(x)).numpy()
+        ref = load_tokenizer(ModelRequest("test_tokenizer_dem", untrained=True)).tokenize(torch.from_numpy(x)).numpy()
     for given in (out, decoder):
         assert (OnnxTokenizer(given, device="cpu").tokenize(x) == ref).all()
 
@@ -136,34 +137,34 @@ def test_decoder_path_rule():
 
 
 def test_bad_export_jobs_are_refused_before_loading(flood_state_dict, tmp_path):
-    def validate(**job):
+    def check(**job):
         base = {"task": "export_onnx", "model": {"id": "x", "weights": str(flood_state_dict)},
                 "outputs": {"model": str(tmp_path / "m.onnx")}, "params": {"config": str(CONFIG)}, "device": "cpu"}  # fmt: skip
-        return TASKS["export_onnx"].validate(Job.from_dict({**base, **job}))
+        return validate({**base, **job})
 
-    assert validate().kind == "segmentation"
+    assert check().kind == "segmentation"
     with pytest.raises(ConfigError, match="TiM model: it samples tokens at random"):
-        validate(params={"config": str(GOLD / "configs" / "base_tim_lulc_sen1floods11.yaml")})
+        check(params={"config": str(GOLD / "configs" / "base_tim_lulc_sen1floods11.yaml")})
     with pytest.raises(ConfigError, match="precision must be 'fp32', got 'bf16'"):
-        validate(precision="bf16")
-    with pytest.raises(ConfigError, match=r"output 'model': '.*m\.tif' must be a file name ending in \.onnx"):
-        validate(outputs={"model": str(tmp_path / "m.tif")})
+        check(precision="bf16")
+    with refused(r"outputs.model: '.*m\.tif' must be a file name ending in \.onnx"):
+        check(outputs={"model": str(tmp_path / "m.tif")})
     with pytest.raises(ConfigError, match="'untrained' is for tokenizers"):
-        validate(model={"id": "x", "weights": str(flood_state_dict), "untrained": True})
+        check(model={"id": "x", "weights": str(flood_state_dict), "untrained": True})
     with pytest.raises(ConfigError, match="parameter 'kind' must be one of segmentation, tokenizer"):
-        validate(params={"config": str(CONFIG), "kind": "backbone"})
+        check(params={"config": str(CONFIG), "kind": "backbone"})
     tokenizer = {"id": "test_tokenizer_dem", "catalogue_paths": [str(CATALOGUE)]}
     with pytest.raises(ConfigError, match="'test_tokenizer_dem' has no published weights"):
-        validate(model=tokenizer)
+        check(model=tokenizer)
     with pytest.raises(ConfigError, match="weights path '.*missing.pt' for model 'test_tokenizer_dem' does not exist"):
-        validate(model={**tokenizer, "weights": str(tmp_path / "missing.pt")})
+        check(model={**tokenizer, "weights": str(tmp_path / "missing.pt")})
     with pytest.raises(ConfigError, match="must be another file in the folder of output 'model'"):
-        validate(model={**tokenizer, "untrained": True},
+        check(model={**tokenizer, "untrained": True},
                  outputs={"model": str(tmp_path / "m.onnx"), "decoder": str(tmp_path / "sub" / "d.onnx")})
-    with pytest.raises(ConfigError, match="tile size 48 is not a multiple of 32"):
-        validate(model={**tokenizer, "untrained": True}, tiling={"tile_size": 48, "overlap": 0})
+    with refused("tiling.tile_size: must be a multiple of 32"):
+        check(model={**tokenizer, "untrained": True}, tiling={"tile_size": 48, "overlap": 0})
     with pytest.raises(ConfigError, match="'test_terramind_tiny' is a terramind model"):
-        validate(model={"id": "test_terramind_tiny", "untrained": True, "catalogue_paths": [str(CATALOGUE)]},
+        check(model={"id": "test_terramind_tiny", "untrained": True, "catalogue_paths": [str(CATALOGUE)]},
                  params={"kind": "tokenizer"})
 
 
@@ -186,7 +187,7 @@ def test_a_failed_tokenizer_export_keeps_the_earlier_pair(tmp_path, monkeypatch)
                          "model": {"id": "test_tokenizer_dem", "untrained": True, "catalogue_paths": [str(CATALOGUE)]},
                          "tiling": {"tile_size": 64, "overlap": 0}})  # fmt: skip
     entry = TASKS["export_onnx"]
-    req = entry.validate(job)
+    req = entry.validate(job, "torch")
     ctx = RunContext(WorkerProgress(EventStream(open(tmp_path / "events.jsonl", "w"))), select_device("cpu", "fp32"))
     with pytest.raises(RuntimeError, match="decoder export failed"):
         entry.run(req, ctx)

@@ -7,20 +7,16 @@ import pytest
 import rasterio
 import torch
 
+from testlib.tasks import run_task
 from terramind_qgis.models.core.errors import ConfigError
-from terramind_qgis.models.core.job import Job
 from terramind_qgis.models.core.progress import NullProgress
-from terramind_qgis.models.worker.device import OomBackoff, select_device
-from terramind_qgis.models.worker.tasks import TASKS
-from terramind_qgis.models.worker.tasks.common import tile_seed
-from terramind_qgis.models.worker.tasks.context import RunContext
+from terramind_qgis.models.runtime.device import OomBackoff, select_device
+from terramind_qgis.models.core.seeds import tile_seed
 from worker_fixtures import make_mosaic, reconstruct_job
 
 
 def _reconstruct(job_dict) -> tuple[np.ndarray, dict]:
-    entry = TASKS["reconstruct"]
-    req = entry.validate(Job.from_dict(job_dict))
-    result = entry.run(req, RunContext(NullProgress(), select_device("cpu", "fp32")))
+    result = run_task(job_dict)
     with rasterio.open(result["outputs"]["reconstruction"]) as src:
         return src.read().astype(np.float64), result
 
@@ -135,8 +131,7 @@ def test_generate_writes_one_raster_per_output_with_nodata_where_an_input_is_mis
         "params": {"outputs": ["DEM", "LULC"], "timesteps": 1, "seed": 3},
         "tiling": {"tile_size": 224, "overlap": 32, "batch_size": 4},
     }  # fmt: skip
-    entry = TASKS["generate"]
-    result = entry.run(entry.validate(Job.from_dict(job)), RunContext(NullProgress(), select_device("cpu", "fp32")))
+    result = run_task(job)
     assert set(result["outputs"]) == {"DEM", "LULC"}
     assert result["metrics"]["tiles"] == 9 and result["metrics"]["tiles_skipped_nodata"] == 5
     with rasterio.open(mosaic) as src, rasterio.open(tmp_path / "dem.tif") as d, rasterio.open(tmp_path / "lulc.tif") as c:

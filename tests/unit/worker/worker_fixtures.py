@@ -45,6 +45,7 @@ def run_worker(job_path: str, timeout: float = 120) -> tuple[int, list[dict], st
 def reconstruct_job(tmp: Path, *, path: str = S2, modality: str = "S2L2A", model: str = "test_tokenizer_s2l2a",
                     timesteps: int = 1, tile: int = 128, overlap: int = 32, batch: int = 4, difference: bool = True,
                     bands=None) -> dict:  # fmt: skip
+    (tmp / "out").mkdir(parents=True, exist_ok=True)  # the worker writes into existing folders only
     outputs = {"reconstruction": str(tmp / "out" / "rec.tif")}
     if difference:
         outputs["difference"] = str(tmp / "out" / "diff.tif")

@@ -7,8 +7,7 @@ The provider loads without the worker environment; algorithms report a missing o
 from __future__ import annotations
 
 from qgis.core import QgsApplication
-from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtGui import QAction, QIcon
 
 from ..processing_algorithms.base import ICON
 from ..processing_algorithms.provider import TerraMindProvider
@@ -63,4 +62,4 @@ class TerraMindPlugin:
     def _settings(self) -> None:
         from .settings_dialog import SettingsDialog
 
-        SettingsDialog(self.iface.mainWindow()).exec_()
+        SettingsDialog(self.iface.mainWindow()).exec()

@@ -76,7 +76,7 @@ class TerraMindAlgorithm(QgsProcessingAlgorithm):
         return QIcon(ICON)
 
     def helpUrl(self) -> str:
-        return "https://github.com/IBM/terramind"
+        return "https://github.com/terramind-qgis/terramind-qgis/blob/main/README.md"
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
         raise NotImplementedError

@@ -100,7 +100,7 @@ class SetUpEnvironmentAlgorithm(QgsProcessingAlgorithm):
 
     def initAlgorithm(self, config=None) -> None:  # noqa: ARG002
         self.addParameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Environment folder"),
-                                                     QgsProcessingParameterFile.Folder, defaultValue=default_folder()))
+                                                     QgsProcessingParameterFile.Behavior.Folder, defaultValue=default_folder()))
         self.addParameter(QgsProcessingParameterFile(self.BASE_PYTHON, self.tr("Base Python interpreter"),
                                                      defaultValue=default_base_python(), optional=True))
         self.addParameter(QgsProcessingParameterString(self.TORCH_INDEX_URL, self.tr("Torch wheel index (optional)"),

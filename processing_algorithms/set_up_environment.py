@@ -165,7 +165,7 @@ class SetUpEnvironmentAlgorithm(QgsProcessingAlgorithm):
                                                      QgsProcessingParameterFile.Behavior.Folder, defaultValue=default_folder()))
         self.addParameter(QgsProcessingParameterFile(self.BASE_PYTHON, self.tr("Base Python interpreter"),
                                                      defaultValue=default_base_python(), optional=True))
-        self.addParameter(QgsProcessingParameterString(self.TORCH_INDEX_URL, self.tr("Torch wheel index (optional)"),
+        self.addParameter(QgsProcessingParameterString(self.TORCH_INDEX_URL, self.tr("Torch wheel index (e.g. for the CUDA build)"),
                                                        optional=True))
         self.addParameter(advanced(QgsProcessingParameterFile(
             self.REQUIREMENTS, self.tr("Requirements file (empty: the plugin's)"), optional=True,

@@ -163,8 +163,10 @@ class SetUpEnvironmentAlgorithm(QgsProcessingAlgorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: ARG002
         self.addParameter(QgsProcessingParameterFile(self.FOLDER, self.tr("Environment folder"),
                                                      QgsProcessingParameterFile.Behavior.Folder, defaultValue=default_folder()))
+        # the file filter must take names without extension (python3): QGIS 3.40's default, *.*, does not
         self.addParameter(QgsProcessingParameterFile(self.BASE_PYTHON, self.tr("Base Python interpreter"),
-                                                     defaultValue=default_base_python(), optional=True))
+                                                     defaultValue=default_base_python(), optional=True,
+                                                     fileFilter="Python interpreters (python*);;All files (*)"))
         self.addParameter(QgsProcessingParameterString(self.TORCH_INDEX_URL, self.tr("Torch wheel index (e.g. for the CUDA build)"),
                                                        optional=True))
         self.addParameter(advanced(QgsProcessingParameterFile(

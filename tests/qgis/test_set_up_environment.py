@@ -47,6 +47,20 @@ def test_parameter_keys(terramind_provider):
     assert [o.name() for o in alg.outputDefinitions()] == ["PYTHON", "ONNX_PROVIDERS"]
 
 
+def test_a_base_python_without_extension_passes_the_parameter_check(terramind_provider, tmp_path):
+    """qgis_process and the dialog check every value they pass (the default too); python3 has no extension."""
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    python = tmp_path / "bin" / "python3"
+    python.parent.mkdir()
+    python.write_text("")
+    ok, message = alg.checkParameterValues({"FOLDER": str(tmp_path / "env"), "BASE_PYTHON": str(python)},
+                                           QgsProcessingContext())  # fmt: skip
+    assert (ok, message) == (True, "")
+    assert alg.parameterDefinition("BASE_PYTHON").checkValueIsAcceptable(alg.parameterDefinition("BASE_PYTHON").defaultValue())
+
+
 class EventFeedback(QgsProcessingFeedback):
     """Records messages and progress in the order they come."""
 

@@ -342,5 +342,7 @@ def _run(argv: list[str], feedback: QgsProcessingFeedback, span: tuple[float, fl
         if progress != shown:
             feedback.setProgress(progress)
             shown = progress
-    if proc.wait() != 0:
+    proc.wait()
+    proc.stdout.close()  # read to its end by pump_lines
+    if proc.returncode != 0:
         raise BackendUnavailableError(f"'{' '.join(argv[:4])} …' failed (exit code {proc.returncode}): " + " | ".join(tail))

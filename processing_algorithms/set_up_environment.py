@@ -149,7 +149,7 @@ class SetUpEnvironmentAlgorithm(QgsProcessingAlgorithm):
         return self.tr(
             "Creates the Python environment the TerraMind models run in (a virtual environment with PyTorch, "
             "rasterio, ONNX Runtime and the other requirements of the plugin) and selects it for the plugin. "
-            "QGIS's own Python is not changed. The log shows each step of pip (about 1 GB on disk; the CUDA "
+            "QGIS's own Python is not changed. The log shows each step of pip (about 1.3 GB on disk; the CUDA "
             "build of PyTorch is several GB).\n\n"
             "<b>Folder</b>: where the environment goes (default: terramind-env in your QGIS profile); an existing "
             "environment there is updated. <b>Base Python</b>: the Python 3.10+ used to create it. "

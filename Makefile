@@ -6,13 +6,14 @@ PY           := $(VENV)/bin/python
 PLUGIN_NAME  := terramind_qgis
 PLUGIN_PATH  := $(CURDIR)/.pluginpath
 APT_PKGS     := qgis python3-qgis qgis-providers python3-venv xvfb xauth
-# The terratorch reference venv (dev tool for goldens and benchmarks only); built on demand.
-REF_PY       ?= $(shell test -f ../shared/reference/setup-terratorch.sh && bash ../shared/reference/setup-terratorch.sh 2>/dev/null | tail -n 1)
+# The terratorch reference venv (dev tool for goldens and benchmarks only); built on demand by
+# tools/reference/setup-terratorch.sh (REF_VENV chooses where; REF_PY=/path/to/python skips it).
+REF_PY       ?= $(shell bash tools/reference/setup-terratorch.sh 2>/dev/null | tail -n 1)
 PYTEST_ARGS  ?=
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test demo bench goldens setup system-deps plugin-link test-unit test-qgis test-gui clean
+.PHONY: test demo bench goldens package setup system-deps plugin-link test-unit test-qgis test-gui clean
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -35,12 +36,17 @@ bench: setup
 
 # Regenerates the golden tensors with the reference implementation (terratorch, a dev tool only).
 goldens: plugin-link
-	@ref="$(REF_PY)"; test -x "$$ref" || { echo "reference venv missing: run ../shared/reference/setup-terratorch.sh"; exit 1; }; \
+	@ref="$(REF_PY)"; test -x "$$ref" || { echo "reference venv missing: run tools/reference/setup-terratorch.sh"; exit 1; }; \
 	set -e; export PYTHONPATH=$(PLUGIN_PATH); \
 	nice -n 5 "$$ref" tools/goldens/tokenizers.py; \
 	nice -n 5 "$$ref" tools/goldens/terramind.py --variants tiny base --e2e; \
 	nice -n 5 "$$ref" tools/goldens/checkpoint_layouts.py; \
 	nice -n 5 "$$ref" tools/goldens/segmentation.py
+
+# The plugin ZIP for Plugins > Manage and Install Plugins > Install from ZIP and plugins.qgis.org:
+# dist/terramind_qgis-<version>.zip, checked against the plugin repository's rules (tools/package.py).
+package:
+	python3 tools/package.py --out dist
 
 setup: system-deps plugin-link $(VENV)/.installed
 
@@ -51,7 +57,7 @@ system-deps:
 	@if ! dpkg -s $(APT_PKGS) >/dev/null 2>&1 || ! dpkg --compare-versions "$$(dpkg-query -W -f='$${Version}' qgis 2>/dev/null)" ge $(QGIS_MIN); then \
 	  echo "installing Debian packages: $(APT_PKGS) (QGIS from $(QGIS_SUITE))"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  if ! grep -rqs "$(QGIS_SUITE)" /etc/apt/sources.list /etc/apt/sources.list.d/; then \
+	  if ! grep -rqsE --include='*.list' --include='*.sources' '^[^#]*$(QGIS_SUITE)' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
 	    echo "deb http://deb.debian.org/debian $(QGIS_SUITE) main" | $$SUDO tee /etc/apt/sources.list.d/$(QGIS_SUITE).list >/dev/null; \
 	  fi; \
 	  $$SUDO apt-get update -q && \
@@ -68,4 +74,4 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(PLUGIN_PATH) .pytest_cache demo-output
+	rm -rf $(VENV) $(PLUGIN_PATH) .pytest_cache demo-output dist

@@ -1,17 +1,18 @@
 """The plugin object QGIS creates (``classFactory``): registers the provider and the menu entries.
 
-``initProcessing`` is all ``qgis_process`` needs; ``initGui`` adds menu actions for the desktop.
-The provider loads without the worker environment; algorithms report a missing one when run.
+``initProcessing`` is all ``qgis_process`` needs; ``initGui`` adds menu actions for the desktop and,
+when no worker environment is configured, the first-run prompt (``first_run``). The provider loads
+without the worker environment; algorithms report a missing one when run.
 """
 
 from __future__ import annotations
 
 from qgis.core import QgsApplication
-from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtGui import QAction, QIcon
 
 from ..processing_algorithms.base import ICON
 from ..processing_algorithms.provider import TerraMindProvider
+from .first_run import FirstRunPrompt
 
 MENU = "&TerraMind"
 
@@ -23,6 +24,7 @@ class TerraMindPlugin:
         self.iface = iface
         self.provider: TerraMindProvider | None = None
         self.actions: list[QAction] = []
+        self.first_run: FirstRunPrompt | None = None
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API name)
         if self.provider is None:
@@ -45,8 +47,13 @@ class TerraMindPlugin:
             action.triggered.connect(slot)
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
+        self.first_run = FirstRunPrompt(self.iface)
+        self.first_run.show_when_ready()
 
     def unload(self) -> None:
+        if self.first_run is not None:
+            self.first_run.remove()
+            self.first_run = None
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
             action.deleteLater()
@@ -63,4 +70,4 @@ class TerraMindPlugin:
     def _settings(self) -> None:
         from .settings_dialog import SettingsDialog
 
-        SettingsDialog(self.iface.mainWindow()).exec_()
+        SettingsDialog(self.iface.mainWindow()).exec()

@@ -42,7 +42,7 @@ from . import LOG_TAG, environment, help, layers, styling, worker_client
 from .parameters import SHARED_FIELDS
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "terramind.svg")
-HELP_URL = "https://github.com/IBM/terramind"
+HELP_URL = "https://github.com/terramind-qgis/terramind-qgis/blob/main/README.md"
 GROUPS = {"generation": "Generation", "segmentation": "Segmentation", "tokenizers": "Tokenizers",
           "environment": "Environment"}  # fmt: skip
 

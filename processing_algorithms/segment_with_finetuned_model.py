@@ -56,9 +56,9 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterFile(self.MODEL_FILE, self.tr("Fine-tuned model file"),
-                                                     QgsProcessingParameterFile.File, fileFilter=MODEL_FILTER))
+                                                     QgsProcessingParameterFile.Behavior.File, fileFilter=MODEL_FILTER))
         self.addParameter(QgsProcessingParameterFile(self.CONFIG, self.tr("TerraTorch config (YAML)"),
-                                                     QgsProcessingParameterFile.File, optional=True,
+                                                     QgsProcessingParameterFile.Behavior.File, optional=True,
                                                      fileFilter="TerraTorch configs (*.yaml *.yml)"))
         for modality, key in self.INPUT_PARAMS.items():
             self.addParameter(QgsProcessingParameterRasterLayer(
@@ -76,7 +76,7 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_PROBABILITIES, self.tr("Class probabilities"), optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterVectorDestination(
-            self.OUTPUT_POLYGONS, self.tr("Polygons per class"), QgsProcessing.TypeVectorPolygon, optional=True,
+            self.OUTPUT_POLYGONS, self.tr("Polygons per class"), QgsProcessing.SourceType.TypeVectorPolygon, optional=True,
             createByDefault=False))
         self.addOutput(QgsProcessingOutputString(self.CLASS_SUMMARY, self.tr("Classes (JSON: value, name, colour, pixels)")))
 

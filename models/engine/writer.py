@@ -85,7 +85,7 @@ def write_category_names(raster_path: str, names: list[str], band: int = 1) -> s
     """
     aux = raster_path + ".aux.xml"
     if os.path.exists(aux):
-        root = ET.parse(aux).getroot()
+        root = ET.parse(aux).getroot()  # nosec B314 # the GDAL sidecar of the output we write
     else:
         root = ET.Element("PAMDataset")
     node = None

@@ -13,7 +13,7 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
 
 Each writes ``bench-results/<name>.json``; this script adds ``bench-results/environment.json`` (CPU,
 threads, versions) and ``bench-results/SUMMARY.md``. The reference side needs the terratorch venv
-(``../shared/reference/setup-terratorch.sh``, or ``REF_PY``); without it only our side is timed.
+(``tools/reference/setup-terratorch.sh``, or ``REF_PY``); without it only our side is timed.
 """
 
 from __future__ import annotations

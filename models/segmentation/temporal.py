@@ -117,10 +117,15 @@ class TemporalWrapper(nn.Module):
 
     @staticmethod
     def vit_postprocess(feature: torch.Tensor) -> torch.Tensor:
-        """``(..., D, N, 1)`` → ``(..., N, D)``; anything without the size-1 last dim is returned as is."""
+        """``(..., D, N, 1)`` → ``(..., N, D)``; anything without the size-1 last dim is returned as is.
+
+        ``transpose(-2, -1)`` is the reference's ``movedim(-1, -2)`` (the same view); the TorchScript
+        ONNX exporter writes ``movedim`` as a Transpose with a negative permutation entry, which
+        ONNX Runtime refuses to load.
+        """
         if feature.shape[-1] != 1:
             return feature
-        return feature.squeeze(-1).movedim(-1, -2)  # (..., N, D)
+        return feature.squeeze(-1).transpose(-2, -1)  # (..., N, D): the reference's movedim(-1, -2)
 
     @staticmethod
     def permute_op(feature: torch.Tensor, op: list[int] | None) -> torch.Tensor:

@@ -77,7 +77,7 @@ HLS_BANDS = (1, 2, 3, 8, 10, 11)  # 0-based S2L2A bands BLUE, GREEN, RED, NIR_NA
 CASES: dict[str, dict] = {
     "tiny_impactmesh_flood": dict(config="impactmesh/terramind_v1_tiny_impactmesh_flood.yaml", window=(0, 256, 224, 224)),
     "tiny_impactmesh_fire": dict(config="impactmesh/terramind_v1_tiny_impactmesh_fire.yaml", window=(256, 0, 128, 160)),
-    "base_impactmesh_flood": dict(config="impactmesh/terramind_v1_base_impactmesh_flood.yaml", window=(200, 200, 224, 224)),
+    "base_impactmesh_flood": dict(config="impactmesh/terramind_v1_base_impactmesh_flood.yaml", window=(200, 200, 160, 192)),
     "base_impactmesh_fire": dict(config="impactmesh/terramind_v1_base_impactmesh_fire.yaml", window=(60, 380, 64, 96)),
     "tiny_multitemporal_crop": dict(
         config="terramind_v1_base_multitemporal_crop.yaml", window=(100, 300, 64, 96), dates=3,

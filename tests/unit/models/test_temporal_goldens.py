@@ -220,3 +220,36 @@ def test_tiled_inference_reference(raw_dates, tiny_flood) -> None:
     x = case_inputs(raw_dates, "tiny_impactmesh_flood", (0, 0, TILED_SIZE, TILED_SIZE))
     ours = reference_tiling(tiny_flood[1], x, spec.tile[0], spec.strides[0], spec.effective_delta)
     assert_matches(ours, np.load(GOLD / "tiled_impactmesh_flood.npz")["output"])
+
+
+@pytest.mark.slow
+def test_onnx_export_of_a_multi_temporal_model(tiny_flood) -> None:
+    """``torch.onnx.export`` (TorchScript) of the 4-date model runs in ONNX Runtime like torch, any batch size."""
+    import io
+
+    import onnxruntime as ort
+
+    net, names = tiny_flood[1].net, tiny_flood[1].input_names
+    specs = tiny_flood[1].config.inputs
+
+    class Graph(torch.nn.Module):  # one positional (B, C, T, H, W) tensor per input
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+            return self.net(dict(zip(names, xs)))
+
+    example = lambda b: tuple(torch.randn(b, len(s.bands), 4, 64, 64) for s in specs)  # noqa: E731
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(Graph().eval(), example(2), buffer, input_names=names, output_names=["logits"],
+                          dynamic_axes={n: {0: "batch"} for n in [*names, "logits"]}, opset_version=17, dynamo=False)  # fmt: skip
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for batch in (2, 1):
+        xs = example(batch)
+        with torch.no_grad():
+            ref = Graph()(*xs).numpy()
+        got = session.run(None, {n: x.numpy() for n, x in zip(names, xs)})[0]
+        assert got.shape == (batch, 2, 64, 64)
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()

@@ -41,6 +41,7 @@ from torch import nn
 from ..core.errors import ConfigError, InputRasterError
 from .temporal_config import temporal_problems
 
+
 def reverse_permutation(permute_op: Sequence[int] | None) -> list[int] | None:
     """The permutation that undoes ``permute_op`` (``None`` for none)."""
     if permute_op is None:

@@ -243,7 +243,7 @@ def main() -> None:
             if name == TILED_CASE and not args.skip_tiled:
                 params = task.hparams["tiled_inference_parameters"]
                 full = model_input(cfg, raw, (0, 0, fx.TILED_SIZE, fx.TILED_SIZE), 4)
-                output = tiled_inference(lambda t, **kw: task(t, **kw).output, full, **params)
+                output = tiled_inference(lambda t, task=task, **kw: task(t, **kw).output, full, **params)
                 np.savez_compressed(OUT / "tiled_impactmesh_flood.npz", output=output.numpy().astype(np.float32))
                 meta["tiled"] = {"case": name, "parameters": dict(params), "output_shape": list(output.shape)}
                 sys.stdout.write(f"tiled {tuple(output.shape)} max |logit| {float(output.abs().max()):.4g}\n")

@@ -153,6 +153,20 @@ def test_checkpoint_alone_describes_the_temporal_model(tiny_flood) -> None:
     assert any("ImpactMesh data module's flood" in n for n in with_yaml.notes)
 
 
+def test_model_card_round_trip(tmp_path: Path, raw_dates, tiny_flood) -> None:
+    """The plugin's own export (card + safetensors) keeps the temporal settings and the tiling."""
+    from terramind_qgis.models.segmentation.export import export_model
+
+    card = export_model(tiny_flood[1], tmp_path, "impactmesh_flood_tiny")
+    stored = json.loads(card.read_text())["config"]
+    assert stored["temporal"]["pooling"] == "concat" and stored["tiled_inference"]["stride"] == 208
+    loaded = load_segmentation_model(card)
+    assert loaded.config == tiny_flood[1].config
+    x = case_inputs(raw_dates, "tiny_impactmesh_flood", (300, 300, 64, 64))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), tiny_flood[1](x))
+
+
 def test_single_date_dem_is_repeated_over_the_dates(raw_dates, tiny_flood) -> None:
     model = tiny_flood[1]
     x = case_inputs(raw_dates, "tiny_impactmesh_flood", (100, 100, 64, 64))

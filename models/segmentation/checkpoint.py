@@ -3,7 +3,9 @@
 Three ways a user may hold a fine-tuned model:
 
 1. the Lightning checkpoint TerraTorch wrote (``state_dict`` with ``model.encoder.*``,
-   ``model.neck.<i>.*``, ``model.decoder.*``, ``model.head.*``, and ``hyper_parameters``) together
+   ``model.neck.<i>.*``, ``model.decoder.*``, ``model.head.*``, and ``hyper_parameters``; a
+   multi-temporal model has ``model.encoder.encoder.*``, its backbone inside the ``TemporalWrapper``;
+   ``ModelCheckpoint(save_weights_only=True)`` files lack only the optimiser and callback states) together
    with the YAML it was trained with. The YAML may be left out: the checkpoint's
    ``hyper_parameters`` then describe the model, and the standardisation falls back to the
    TerraMind v1 statistics (reported as a note). When both are given they must agree;

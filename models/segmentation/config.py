@@ -5,7 +5,10 @@ the ``hyper_parameters`` Lightning stores in the ``.ckpt``): ``model.init_args.m
 keyword arguments of ``EncoderDecoderFactory.build_model`` (``backbone_*`` → backbone, ``decoder_*``
 → decoder, ``head_*`` → head, ``necks``, ``num_classes``), ``model.init_args.class_names`` names the
 classes, and the data module's ``means``/``stds``/``no_data_replace`` say how raw pixels were
-standardised (terratorch 1.2.11 ``datamodules/generic_multimodal_data_module.py`` means/stds). ``SegmentationConfig`` is that information, validated; everything the
+standardised (terratorch 1.2.11 ``datamodules/generic_multimodal_data_module.py`` means/stds); when the YAML leaves the statistics to a known data module, its defaults
+are used (``datamodules.py``). Multi-temporal models (TerraTorch's ``TemporalWrapper``,
+``backbone_use_temporal``) and the task's ``tiled_inference_parameters`` are read by
+``temporal_config.py``. ``SegmentationConfig`` is that information, validated; everything the
 config asks for that this plugin cannot do is reported in ONE ``ConfigError`` naming each entry.
 Training-only settings (loss, optimiser, freezing, drop rates, augmentations) are ignored.
 """
@@ -17,6 +20,8 @@ from typing import Any
 
 from ..core.errors import ConfigError, UnsupportedModalityError
 from ..core.modalities import MODALITIES, resolve_input_key
+from .datamodules import resolve_data_module
+from .temporal_config import TemporalSpec, TiledInferenceSpec, temporal_spec_from_args, tiled_inference_from_args
 
 SIZES = ("tiny", "small", "base", "large")
 MERGE_METHODS = ("mean", "max", "concat")
@@ -64,6 +69,8 @@ class SegmentationConfig:
     no_data_replace: float = 0.0
     rescale: bool = True
     notes: tuple[str, ...] = ()  # things the user should know (defaults taken, settings ignored)
+    temporal: TemporalSpec | None = None  # multi-temporal wrapper; None: single-date model
+    tiled_inference: TiledInferenceSpec | None = None  # the task's tiled_inference_parameters, if any
 
     @property
     def size(self) -> str:
@@ -84,6 +91,20 @@ class SegmentationConfig:
         chosen = {i.name: list(i.bands) for i in self.inputs if i.band_subset}
         return chosen or None
 
+    @property
+    def input_layout(self) -> str:
+        """Dimension order of every model input: ``'BCHW'``, or ``'BCTHW'`` for a multi-temporal model."""
+        return "BCTHW" if self.temporal is not None else "BCHW"
+
+    def input_shape(self, name: str) -> tuple[int | str, ...]:
+        """The shape input ``name`` must have, e.g. ``('B', 12, 4, 'H', 'W')`` (``'T'`` when any number of dates)."""
+        spec = next((i for i in self.inputs if i.name == name), None)
+        if spec is None:
+            raise ConfigError(f"the model has no input '{name}'; its inputs are {', '.join(i.name for i in self.inputs)}")
+        if self.temporal is None:
+            return ("B", len(spec.bands), "H", "W")
+        return ("B", len(spec.bands), self.temporal.dates or "T", "H", "W")
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["inputs"] = [asdict(i) for i in self.inputs]
@@ -102,6 +123,10 @@ class SegmentationConfig:
                 d[key] = tuple(d.get(key) or ())
             for key in ("class_names", "head_channel_list"):
                 d[key] = tuple(d[key]) if d.get(key) is not None else None
+            if d.get("temporal") is not None:
+                d["temporal"] = TemporalSpec.from_dict(d["temporal"])
+            if d.get("tiled_inference") is not None:
+                d["tiled_inference"] = TiledInferenceSpec(**d["tiled_inference"])
             return cls(**d)
         except (KeyError, TypeError) as e:
             raise ConfigError(f"invalid segmentation model description: {e}") from None
@@ -157,11 +182,20 @@ def _input_spec(
                      tuple(float(v) for v in std), band_subset=bool(bands))  # fmt: skip
 
 
-def config_from_task_args(task_args: dict[str, Any], data_args: dict[str, Any] | None = None) -> SegmentationConfig:
-    """Build the config from ``model.init_args`` (or checkpoint ``hyper_parameters``) and ``data.init_args``."""
+def config_from_task_args(
+    task_args: dict[str, Any], data_args: dict[str, Any] | None = None, *, data_module: str | None = None
+) -> SegmentationConfig:
+    """Build the config from ``model.init_args`` (or checkpoint ``hyper_parameters``) and ``data.init_args``.
+
+    ``data_module``: the data section's ``class_path``; for the modules of ``datamodules.py`` their
+    default statistics fill what ``data_args`` leaves out.
+    """
     problems: list[str] = []
     notes: list[str] = []
-    data = dict(data_args or {})
+    defaults = resolve_data_module(data_module, data_args)
+    data = dict(defaults.data)
+    problems += defaults.problems
+    notes += defaults.notes
     factory = task_args.get("model_factory", "EncoderDecoderFactory")
     if factory != "EncoderDecoderFactory":
         problems.append(f"model_factory '{factory}'")
@@ -210,10 +244,9 @@ def config_from_task_args(task_args: dict[str, Any], data_args: dict[str, Any] |
         problems.append("backbone_padding other than 'reflect'")
     for key in _IGNORED_BACKBONE_ARGS:
         bb.pop(key, None)
-    temporal = [f"backbone_{k}" for k in bb if k == "use_temporal" or k.startswith("temporal_")]
-    if bb.get("use_temporal"):
-        problems.append(f"the multi-temporal wrapper ({', '.join(temporal)})")
-    for key in sorted(set(bb) - {t.removeprefix("backbone_") for t in temporal}):
+    temporal = temporal_spec_from_args(bb, tim=backbone.endswith("_tim"), repeat_single_date=defaults.repeat_single_date,
+                                       problems=problems, notes=notes)  # fmt: skip
+    for key in sorted(bb):
         problems.append(f"backbone_{key}")
 
     single = len(modalities) == 1
@@ -253,6 +286,8 @@ def config_from_task_args(task_args: dict[str, Any], data_args: dict[str, Any] |
         no_data = 0.0
         notes.append("no_data_replace is not set in the config: nodata pixels are filled with 0 (raw units)")
 
+    tiled = tiled_inference_from_args(task_args.get("tiled_inference_parameters"), notes)
+
     if problems:
         raise ConfigError("this fine-tuned model asks for things the plugin does not support: " + "; ".join(problems))
     return SegmentationConfig(
@@ -271,6 +306,8 @@ def config_from_task_args(task_args: dict[str, Any], data_args: dict[str, Any] |
         no_data_replace=float(no_data),
         rescale=bool(args.get("rescale", True)),
         notes=tuple(notes),
+        temporal=temporal,
+        tiled_inference=tiled,
     )
 
 
@@ -283,8 +320,9 @@ def config_from_yaml_dict(cfg: dict[str, Any]) -> SegmentationConfig:
             f"this fine-tuned model asks for things the plugin does not support: task '{class_path}' "
             "(only SemanticSegmentationTask)"
         )
-    data = (cfg.get("data") or {}).get("init_args") or {}
-    return config_from_task_args(model.get("init_args") or {}, data)
+    data_section = cfg.get("data") or {}
+    return config_from_task_args(model.get("init_args") or {}, data_section.get("init_args") or {},
+                                 data_module=data_section.get("class_path"))  # fmt: skip
 
 
 def load_yaml_config(path: str) -> dict[str, Any]:

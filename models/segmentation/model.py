@@ -5,9 +5,16 @@
 ``EncoderDecoderFactory``; it allocates nothing under ``with torch.device("meta")``, so the loader
 can assign checkpoint tensors without a random initialisation first.
 
+A multi-temporal config (``config.temporal``) wraps the backbone in ``TemporalWrapper``
+(``temporal.py``) exactly where ``terratorch/models/utils.py::_get_backbone`` does, so the necks
+are built for the wrapper's ``out_channels`` (``concat``: the backbone's times the number of dates).
+
 ``SegmentationModel`` adds what TerraTorch's data module did outside the model: nodata/NaN pixels
 are replaced by ``no_data_replace`` in raw units, then every input is standardised with the
-config's means/stds. Dimensions: ``B`` batch, ``C`` channels, ``K`` classes, ``H, W`` image size.
+config's means/stds (per band, over every date: ``MultimodalNormalize``'s ``view(1, -1, 1, 1, 1)``).
+A multi-temporal model takes ``(B, C, T, H, W)`` inputs; where the data module repeated a one-date
+file over every date (ImpactMesh's DEM), a ``T = 1`` input is repeated here the same way.
+Dimensions: ``B`` batch, ``C`` channels, ``T`` dates, ``K`` classes, ``H, W`` image size.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from .decoders import build_decoder
 from .head import SegmentationHead
 from .necks import build_necks
 from .pixel_wise_model import PixelWiseModel
+from .temporal import TemporalWrapper
 
 
 def backbone_config(config: SegmentationConfig) -> TerraMindConfig:
@@ -62,9 +70,19 @@ def build_backbone(config: SegmentationConfig) -> nn.Module:
     return TerraMindViT(arch, names, merge_method=config.merge_method, bands=config.bands)
 
 
+def build_encoder(config: SegmentationConfig) -> nn.Module:
+    """The backbone, in ``TemporalWrapper`` for a multi-temporal config (``_get_backbone``)."""
+    backbone = build_backbone(config)
+    t = config.temporal
+    if t is None:
+        return backbone
+    return TemporalWrapper(backbone, pooling=t.pooling, n_timestamps=t.n_timestamps,
+                           features_permute_op=t.features_permute_op, subset_lengths=t.subset_lengths)  # fmt: skip
+
+
 def build_pixel_wise_model(config: SegmentationConfig) -> PixelWiseModel:
     """Backbone → necks → decoder → head, as ``EncoderDecoderFactory.build_model`` wires them."""
-    encoder = build_backbone(config)
+    encoder = build_encoder(config)
     neck, channels = build_necks(config.necks, encoder.out_channels)
     decoder = build_decoder(config.decoder, channels, dict(config.decoder_kwargs))
     head = SegmentationHead(decoder.out_channels, config.num_classes, config.head_channel_list, config.head_dropout)
@@ -107,26 +125,53 @@ class SegmentationModel(nn.Module):
         return self.config.is_tim
 
     def standardize(self, raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """NaN → ``no_data_replace`` (raw units), then ``(x - mean) / std`` per band, in config input order."""
+        """NaN → ``no_data_replace`` (raw units), then ``(x - mean) / std`` per band, in config input order.
+
+        Single-date models take ``(B, C, H, W)``, multi-temporal ones ``(B, C, T, H, W)``
+        (``dates_of`` checks the dates).
+        """
+        missing = [s for s in self.config.inputs if s.name not in raw]
+        if missing:
+            s = missing[0]
+            raise InputRasterError(
+                f"the model needs input '{s.name}' ({s.modality}, {len(s.bands)} bands), which was not given"
+            )
+        dates = self.dates_of(raw)
         out = {}
         for spec in self.config.inputs:
-            if spec.name not in raw:
-                raise InputRasterError(
-                    f"the model needs input '{spec.name}' ({spec.modality}, {len(spec.bands)} bands), which was not given"
-                )
             x = raw[spec.name].float()
-            if x.dim() != 4 or x.shape[1] != len(spec.bands):
-                raise InputRasterError(
-                    f"input '{spec.name}' must be (B, {len(spec.bands)}, H, W) ({', '.join(spec.bands)}), "
-                    f"got {tuple(x.shape)}"
-                )
-            x = torch.nan_to_num(x, nan=self.config.no_data_replace)  # (B, C, H, W)
+            if dates is not None and x.dim() == 5 and x.shape[2] == 1 and dates > 1:
+                x = x.expand(-1, -1, dates, -1, -1)  # (B, C, T, H, W): the one date, repeated
+            x = torch.nan_to_num(x, nan=self.config.no_data_replace)  # (B, C, [T,] H, W)
             mean, std = getattr(self, f"mean_{spec.name}"), getattr(self, f"std_{spec.name}")
-            out[spec.name] = (x - mean) / std  # (B, C, H, W)
+            if dates is not None:
+                mean, std = mean.unsqueeze(-1), std.unsqueeze(-1)  # (C, 1, 1, 1)
+            out[spec.name] = (x - mean) / std  # (B, C, [T,] H, W)
         return out
 
+    def dates_of(self, raw: Mapping[str, torch.Tensor]) -> int | None:
+        """Check every input's shape; the number of dates ``T`` (``None`` for a single-date model)."""
+        cfg, temporal = self.config, self.config.temporal
+        for spec in cfg.inputs:
+            x, bands = raw[spec.name], len(spec.bands)
+            want = f"(B, {bands}, H, W)" if temporal is None else f"(B, {bands}, {temporal.dates or 'T'}, H, W)"
+            if x.dim() != len(cfg.input_layout) or x.shape[1] != bands:
+                raise InputRasterError(f"input '{spec.name}' must be {want} ({', '.join(spec.bands)}), got {tuple(x.shape)}")
+        if temporal is None:
+            return None
+        given = {s.name: int(raw[s.name].shape[2]) for s in cfg.inputs}
+        # inputs that bring their own dates (a one-date input is repeated where the data module did so)
+        own = {n: t for n, t in given.items() if not (t == 1 and temporal.repeat_single_date)}
+        counts = set(own.values()) | ({temporal.dates} if temporal.dates is not None else set())
+        if len(counts) > 1:
+            need = f"{temporal.dates} dates" if temporal.dates is not None else "the same number of dates"
+            repeat = " (an input with one date is repeated over every date)" if temporal.repeat_single_date else ""
+            raise InputRasterError(f"this multi-temporal model needs {need} in every input{repeat}; got dates {given}")
+        return counts.pop() if counts else 1
+
     def forward(self, raw: Mapping[str, torch.Tensor], seed: int | None = None) -> torch.Tensor:
-        """Class logits ``(B, K, H, W)`` of raw inputs ``{config input name: (B, C, H, W)}``.
+        """Class logits ``(B, K, H, W)`` of raw inputs ``{config input name: (B, C, H, W)}``
+        (multi-temporal models: ``(B, C, T, H, W)``, see ``standardize``).
 
         ``seed`` is required for TiM models (the token-generation seed, models/terramind/sampler.py)
         and ignored otherwise.

@@ -32,7 +32,11 @@ def symmetric_padding(size: int, multiple: int) -> tuple[int, int]:
 
 
 def pad_inputs(inputs: dict[str, torch.Tensor], multiple: int, mode: str = "reflect") -> dict[str, torch.Tensor]:
-    """Pad every image tensor (rank ≥ 4) of ``inputs`` like the reference's ``pad_images``."""
+    """Pad the last two dims of every image tensor (rank ≥ 4) of ``inputs`` like the reference's ``pad_images``.
+
+    Multi-temporal ``(B, C, T, H, W)`` inputs are padded date by date (the reference pads each
+    ``(C, T, H, W)`` sample as a batch of ``C`` images of ``T`` channels: the same values).
+    """
     out = {}
     for name, x in inputs.items():
         if x.dim() < 4:
@@ -40,7 +44,14 @@ def pad_inputs(inputs: dict[str, torch.Tensor], multiple: int, mode: str = "refl
             continue
         top, bottom = symmetric_padding(x.shape[-2], multiple)
         left, right = symmetric_padding(x.shape[-1], multiple)
-        out[name] = F.pad(x, (left, right, top, bottom), mode=mode) if top + bottom + left + right else x
+        if not top + bottom + left + right:
+            out[name] = x
+        elif x.dim() == 4:
+            out[name] = F.pad(x, (left, right, top, bottom), mode=mode)  # (B, C, H', W')
+        else:
+            flat = x.reshape(-1, *x.shape[-3:])  # (B*C, T, H, W): a batch of T-channel images
+            padded = F.pad(flat, (left, right, top, bottom), mode=mode)  # (B*C, T, H', W')
+            out[name] = padded.reshape(*x.shape[:-2], *padded.shape[-2:])  # (B, C, T, H', W')
     return out
 
 
@@ -83,7 +94,7 @@ class PixelWiseModel(nn.Module):
         self.rescale = rescale
 
     def forward(self, inputs: dict[str, torch.Tensor], **encoder_kwargs: Any) -> torch.Tensor:
-        """Logits ``(B, K, H, W)`` for standardised inputs ``{modality: (B, C, H, W)}``."""
+        """Logits ``(B, K, H, W)`` for standardised inputs ``{modality: (B, C, H, W)}`` (or ``(B, C, T, H, W)``)."""
         out_size = image_size(inputs)
         if self.padding is not None:
             inputs = pad_inputs(inputs, 2 * self.patch_size, self.padding)

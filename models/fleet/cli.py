@@ -119,12 +119,14 @@ def _install_signals(progress: CliProgress) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _dry_run(plan: FleetPlan) -> int:
+def _dry_run(plan: FleetPlan, stream: Any) -> int:
+    """One JSON line per scene: its status (complete, to_run, broken) and its job or error."""
     done = set(plan.complete)
     for job in plan.jobs:
-        print(json.dumps({"scene": job.scene, "status": "complete" if job.scene in done else "to_run", "job": job.job}))
+        stream.write(json.dumps({"scene": job.scene, "status": "complete" if job.scene in done else "to_run", "job": job.job}) + "\n")
     for scene, message in plan.broken.items():
-        print(json.dumps({"scene": scene, "status": "broken", "error": message}))
+        stream.write(json.dumps({"scene": scene, "status": "broken", "error": message}) + "\n")
+    stream.flush()
     return EXIT_OK
 
 
@@ -140,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         scenes = load_scenes(args.scenes, modality, parse_overrides(args.asset))
         out = os.path.abspath(args.output)
         if args.dry_run:
-            return _dry_run(make_plan(template, scenes, out, latest_records(os.path.join(out, "manifest.jsonl"))))
+            plan = make_plan(template, scenes, out, latest_records(os.path.join(out, "manifest.jsonl")))
+            return _dry_run(plan, events if events is not None else sys.stdout)
         if (args.scheduler or args.cluster_module) and args.gpus_per_worker:
             raise ConfigError("--gpus-per-worker is for the LocalCluster; give remote workers --resources GPU=N")
         _install_signals(progress)

@@ -83,11 +83,16 @@ def remove_partials(outputs: dict[str, str]) -> list[str]:
     return removed
 
 
-def remove_outputs(outputs: dict[str, str]) -> None:
+def remove_outputs(outputs: dict[str, str], out_dir: str) -> None:
+    """Remove a failed scene's outputs, their sidecars and its sub-folder if that is left empty."""
     for path in outputs.values():
         for p in (path, *sidecars(path)):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(p)
+        folder = os.path.dirname(path)
+        if os.path.abspath(folder) != os.path.abspath(out_dir):
+            with contextlib.suppress(OSError):  # not empty: not only ours
+                os.rmdir(folder)
 
 
 _gpu_lock = threading.Lock()
@@ -165,7 +170,7 @@ def run_scene(task: SceneTask) -> dict[str, Any]:
         record["status"] = "succeeded"
         return {**record, "error": None, "retryable": False}
     remove_partials(task.outputs)
-    remove_outputs(task.outputs)
+    remove_outputs(task.outputs, task.out_dir)
     if ok:
         message = f"the worker reported success but did not write {', '.join(missing)} (it gave {sorted(outputs)})"
     else:

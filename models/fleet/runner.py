@@ -122,7 +122,7 @@ class Fleet:
                     retry = self._finished(summary, future, by_scene)
                     if retry is not None:
                         pending.add(retry)
-                    self._report_progress()
+                self._report_progress()
                 time.sleep(LOOP_S)
             self._drain_messages()
         finally:

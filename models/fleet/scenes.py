@@ -9,6 +9,7 @@ Sources (``load_scenes``; several may be given, their scenes are added up):
 - a **glob** (``data/s2/*.tif``, quoted), all of one modality; or ``MODALITY=GLOB``
   (``S1GRD=data/s1/*.tif``): files of several globs make one scene when their names (without
   extension) are equal.
+- a raster file (``.tif``, ``.vrt``, ...): one scene of one modality.
 - a local **STAC** Catalog, Collection or ItemCollection (``.json``/``.geojson``): one scene per
   Item (``stac.py``).
 
@@ -29,6 +30,7 @@ from ..core.errors import ConfigError, TerraMindError
 from ..core.modalities import get_modality
 
 GLOB_CHARS = re.compile(r"[*?\[]")
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")  # a single raster given as a source is one scene
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -63,10 +65,17 @@ def _resolve(path: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, path))
 
 
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the scene list '{path}': {getattr(e, 'strerror', None) or e}") from None
+
+
 def read_csv(path: str) -> list[Scene]:
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(_read_lines(path)))
     rows = [r for r in rows if any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not rows:
         raise ConfigError(f"scene list '{path}' is empty")
@@ -93,8 +102,7 @@ def read_csv(path: str) -> list[Scene]:
 
 def read_text(path: str, modality: str) -> list[Scene]:
     base = os.path.dirname(os.path.abspath(path))
-    with open(path, encoding="utf-8-sig") as f:
-        lines = [line.split("#", 1)[0].strip() for line in f]
+    lines = [line.split("#", 1)[0].strip() for line in _read_lines(path)]
     return [Scene(safe_id(_stem(p)), {modality: _resolve(p, base)}) for p in lines if p]
 
 
@@ -129,6 +137,8 @@ def load_scenes(sources: Sequence[str], modality: str | None = None, assets: dic
                 scenes += read_stac(source, assets or {})
             elif lower.endswith(".csv"):
                 scenes += read_csv(source)
+            elif lower.endswith(RASTER_SUFFIXES):
+                scenes.append(Scene(safe_id(_stem(source)), {_need_modality(modality, source): os.path.abspath(source)}))
             else:
                 scenes += read_text(source, _need_modality(modality, source))
         elif GLOB_CHARS.search(source):

@@ -106,18 +106,12 @@ class Fleet:
         by_scene = {j.scene: j for j in jobs}
         try:
             for job in jobs:
+                self._check_cancel(stop, kill)
                 pending.add(self._submit(job, 1))
             self._report_progress()
             while not pending.is_empty():
                 self._drain_messages()
-                if progress.is_canceled() and not self._stopping:
-                    self._stopping = True
-                    stop.set()
-                    progress.info("cancel: no new scene starts; " + ("running scenes are stopped" if self.options.kill_running
-                                  else "running scenes finish (cancel again to stop them)"))  # fmt: skip
-                if self._stopping and not self._killing and (self.options.kill_running or self.kill_requested()):
-                    self._killing = True
-                    kill.set()
+                self._check_cancel(stop, kill)
                 for future in pending.next_batch(block=False) if pending.has_ready() else []:
                     retry = self._finished(summary, future, by_scene)
                     if retry is not None:
@@ -133,6 +127,16 @@ class Fleet:
             except Exception:  # noqa: BLE001 - a lost scheduler: nothing left to unsubscribe from
                 pass
         return summary
+
+    def _check_cancel(self, stop: Any, kill: Any) -> None:
+        if self.progress.is_canceled() and not self._stopping:
+            self._stopping = True
+            stop.set()
+            self.progress.info("cancel: no new scene starts; " + ("running scenes are stopped" if self.options.kill_running
+                               else "running scenes finish (cancel again to stop them)"))  # fmt: skip
+        if self._stopping and not self._killing and (self.options.kill_running or self.kill_requested()):
+            self._killing = True
+            kill.set()
 
     def _submit(self, job: SceneJob, attempt: int) -> Any:
         task = SceneTask(job.scene, job.job["task"], job.job_json(), job.outputs, self.manifest.folder, attempt,

@@ -40,9 +40,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, TerraMindError
 from ..core.job import Job
-from ..core.modalities import get_modality
+from ..core.modalities import MODALITIES, get_modality
 
 FLEET_TASKS = ("generate", "reconstruct", "segment", "map_water")
 DEFAULT_OUTPUTS = {"reconstruct": ("reconstruction",), "segment": ("classes",), "map_water": ("water",)}
@@ -81,7 +81,6 @@ class JobTemplate:
         self.output_paths = self._read_outputs(self.data.get("outputs"))
         self.device = str(self.data.get("device", "auto"))
         self._resolve_model_paths()
-        self.modalities()  # an unknown {placeholder} is an error now, not at the first scene
 
     @classmethod
     def from_file(cls, path: str) -> JobTemplate:
@@ -114,6 +113,9 @@ class JobTemplate:
             spec = dict(spec)
             if not spec.get("path"):
                 spec["path"] = "{" + key + "}"
+            if not isinstance(spec["path"], str):
+                raise ConfigError(f"template input '{key}': path must be text, got {spec['path']!r}")
+            spec["path"] = PLACEHOLDER.sub(_canonical_placeholder, spec["path"])
             out[key] = spec
         return out
 
@@ -167,7 +169,7 @@ class JobTemplate:
 
         Raises ``ConfigError`` (one line, naming the scene) when the scene lacks a required modality
         or the result is not a valid worker job."""
-        values = {"scene": scene, **assets, **{k.lower(): v for k, v in assets.items()}}
+        values = {"scene": scene, **assets}
         specs = self.inputs or {m: {"path": "{" + m + "}"} for m in assets}
         inputs = {}
         for key, spec in specs.items():
@@ -198,10 +200,20 @@ class JobTemplate:
         """The modalities the template's placeholders name (canonical names)."""
         found = []
         for spec in self.inputs.values():
-            for name in PLACEHOLDER.findall(spec["path"]):
-                if name != "scene":
-                    found.append(get_modality(name).name)
+            found += [name for name in PLACEHOLDER.findall(spec["path"]) if name != "scene"]
         return tuple(dict.fromkeys(found))
+
+
+def _canonical_placeholder(match: re.Match[str]) -> str:
+    """``{s2l2a}`` -> ``{S2L2A}``; ``{scene}`` stays; an unknown name is an error."""
+    name = match.group(1)
+    if name == "scene":
+        return match.group(0)
+    try:
+        return "{" + get_modality(name).name + "}"
+    except TerraMindError:
+        raise ConfigError(f"unknown placeholder {{{name}}} in a template input path; use {{scene}} or a modality "
+                          f"({', '.join(MODALITIES)})") from None
 
 
 def _fill(text: str, values: dict[str, str], strict: bool = True) -> str:

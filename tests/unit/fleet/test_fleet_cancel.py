@@ -73,7 +73,7 @@ def test_a_worker_process_killed_mid_scene_is_retried_and_completes(tmp_path, sc
 
 def test_ctrl_c_lets_running_scenes_end_and_a_second_one_stops_them(tmp_path):
     """On its own LocalCluster (2 workers x 1 thread), Ctrl-C to the whole process group, as a terminal sends it."""
-    long = lulc_mosaic(tmp_path / "long.tif", repeat=3)  # 1344 x 1344: 36 tiles, still running when 'short' is done
+    long = lulc_mosaic(tmp_path / "long.tif", repeat=6)  # 2688 x 2688: 144 tiles, still running when "short" is done
     short, queued = (str(EXAMPLES / "LULC" / f"{s}.tif") for s in ("282D_485L_3_3", "38D_378R_2_3"))
     (tmp_path / "scenes.csv").write_text(f"scene,LULC\nlong,{long}\nshort,{short}\nqueued,{queued}\n", encoding="utf-8")
     tmpl = write_template(tmp_path, template())

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 from ..core.errors import CancelledError, ConfigError, TerraMindError
 from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
-from .cluster import ClusterSettings, open_client, scene_threads
+from .cluster import ClusterSettings, open_client, scene_threads, visible_gpus
 from .manifest import Manifest, latest_records
 from .plan import FleetPlan, make_plan
 from .reporting import CliProgress, claim_stdout
@@ -83,7 +83,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
     c.add_argument("--cluster-module", metavar="MODULE:FUNC",
                    help="module:function or file.py:function returning a Dask cluster (SLURMCluster, ...) or address")  # fmt: skip
-    c.add_argument("--workers", type=_positive, default=2, help="LocalCluster worker processes (default 2)")
+    c.add_argument("--workers", type=_positive, default=None,
+                   help="LocalCluster worker processes (default 2; with a cuda template: one per GPU)")  # fmt: skip
     c.add_argument("--threads-per-worker", type=_positive, default=1, help="scenes at a time per worker (default 1)")
     c.add_argument("--memory-limit", default="auto", help="LocalCluster memory per worker, e.g. 8GiB (default auto)")
     c.add_argument("--gpus-per-worker", type=_count, default=None,
@@ -172,10 +173,21 @@ def _run(args: argparse.Namespace, template: JobTemplate, plan: FleetPlan, manif
     if not plan.to_run and not plan.broken:
         progress.info(f"all {len(plan.jobs)} scene(s) already complete (outputs match the manifest): nothing to do")
         return FleetSummary(total=plan.total, skipped=len(plan.complete), manifest=manifest.path)
+    local = not (args.scheduler or args.cluster_module)
     gpus = args.gpus_per_worker
     if gpus is None:
-        gpus = 1 if template.gpu and not (args.scheduler or args.cluster_module) else 0
-    settings = ClusterSettings(args.scheduler, args.cluster_module, args.workers, args.threads_per_worker,
+        gpus = 1 if template.gpu and local else 0
+    workers = args.workers or 2
+    if local and gpus:
+        available = visible_gpus()
+        workers = args.workers or max(1, (available or gpus) // gpus)
+        if available == 0:
+            raise ConfigError("the template's device is cuda but this machine shows no GPU (CUDA_VISIBLE_DEVICES, "
+                              "the NVIDIA driver); use \"device\": \"cpu\" or run on GPU workers (--scheduler)")  # fmt: skip
+        if available is not None and workers * gpus > available:
+            raise ConfigError(f"{workers} worker(s) x {gpus} GPU(s) need {workers * gpus} GPUs; this machine shows "
+                              f"{available}: give --workers {max(1, available // gpus)}")  # fmt: skip
+    settings = ClusterSettings(args.scheduler, args.cluster_module, workers, args.threads_per_worker,
                                args.memory_limit, gpus, args.dashboard_address)  # fmt: skip
     env = {}
     if settings.local and not os.environ.get("OMP_NUM_THREADS"):

@@ -61,6 +61,17 @@ def load_cluster_factory(spec: str) -> Any:
     return factory
 
 
+def visible_gpus() -> int | None:
+    """How many GPUs this machine shows (``CUDA_VISIBLE_DEVICES``, else the NVIDIA driver's list); None: unknown."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([v for v in visible.split(",") if v.strip() and not v.strip().startswith("-")])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return None
+
+
 def scene_threads(settings: ClusterSettings) -> int:
     """CPU threads each scene's worker process may use on a LocalCluster (cores / concurrent scenes)."""
     return max(1, (os.cpu_count() or 1) // max(1, settings.workers * settings.threads_per_worker))

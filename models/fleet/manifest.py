@@ -18,13 +18,17 @@ output exists with the recorded size and sha256. One fleet at a time writes a fo
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 from typing import IO, Any
 
 from ..core.errors import ConfigError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no lock (the fleet itself is for POSIX machines)
+    fcntl = None  # type: ignore[assignment]
 
 MANIFEST_NAME = "manifest.jsonl"
 _CHUNK = 1 << 20
@@ -93,7 +97,8 @@ class Manifest:
         os.makedirs(self.folder, exist_ok=True)
         f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.close()
             raise ConfigError(f"another fleet is writing to '{self.folder}' (its manifest is locked)") from None

@@ -191,3 +191,15 @@ def test_a_bad_template_is_an_error_event(tmp_path):
     code, events, stderr = run_fleet(tmpl, str(EXAMPLES / "LULC" / "*.tif"), "-o", str(tmp_path / "o"))
     assert code == 2 and len(stderr.splitlines()) == 1 and "must contain {scene}" in stderr
     assert events == [{"event": "error", "type": "ConfigError", "message": stderr.strip().split("fleet: ", 1)[1]}]
+
+
+@pytest.mark.parametrize("visible,args,pattern", [
+    ("", [], "the template's device is cuda but this machine shows no GPU"),
+    ("0,1", ["--workers", "3"], "3 worker(s) x 1 GPU(s) need 3 GPUs; this machine shows 2: give --workers 2"),
+])  # fmt: skip
+def test_a_cuda_fleet_on_a_local_cluster_needs_the_gpus(tmp_path, visible, args, pattern):
+    tmpl = write_template(tmp_path, template(device="cuda"))
+    env = {**fleet_env(), "CUDA_VISIBLE_DEVICES": visible}
+    proc = subprocess.run(fleet_command(tmpl, str(EXAMPLES / "LULC" / "*.tif"), "-o", str(tmp_path / "o"), *args),
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"terramind fleet: {pattern}"], proc.stderr

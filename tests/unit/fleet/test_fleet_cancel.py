@@ -45,8 +45,15 @@ class FleetProcess:
         return code, self.proc.stderr.read()
 
 
+PARTIAL_TIF = re.compile(r"\.partial-(\d+)\.tif$")  # the output being written (not the blend scratch folder)
+
+
+def _partial_tif(out) -> str | None:  # noqa: ANN001
+    return next((p for p in partials(out) if PARTIAL_TIF.search(p)), None)
+
+
 def _worker_pid_of(partial: str) -> int:
-    return int(re.search(r"\.partial-(\d+)\.tif$", partial).group(1))
+    return int(PARTIAL_TIF.search(partial).group(1))
 
 
 def test_a_worker_process_killed_mid_scene_is_retried_and_completes(tmp_path, scheduler):
@@ -54,7 +61,7 @@ def test_a_worker_process_killed_mid_scene_is_retried_and_completes(tmp_path, sc
     tmpl = write_template(tmp_path, template())
     out = tmp_path / "out"
     fleet = FleetProcess(tmpl, mosaic, "-o", str(out), "--scheduler", scheduler, "--retries", "1")
-    partial = wait_for(lambda: next(iter(partials(out)), None))
+    partial = wait_for(lambda: _partial_tif(out))
     pid = _worker_pid_of(partial)
     cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
     assert b"terramind_qgis.models.worker" in cmdline, "the partial belongs to the scene's worker process"
@@ -101,3 +108,46 @@ def test_ctrl_c_lets_running_scenes_end_and_a_second_one_stops_them(tmp_path):
     assert records["short"]["status"] == "succeeded" and records["long"]["status"] == "cancelled"
     assert records["long"]["outputs"] == {} and "cancelled" in records["long"]["error"]
     assert "Traceback" not in stderr
+
+
+def _ppid(pid: int) -> int:
+    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_dask_worker_killed_mid_scene_takes_its_worker_process_along_and_the_scene_completes(tmp_path, scheduler):
+    """SIGKILL to the Dask worker process: its scene's worker process gets SIGTERM (parent-death signal) and
+    removes its partial file; Dask reschedules the task on the other worker; the scheduler and fleet carry on."""
+    mosaic = lulc_mosaic(tmp_path / "mosaic.tif", repeat=1)
+    out = tmp_path / "out"
+    fleet = FleetProcess(write_template(tmp_path, template()), mosaic, "-o", str(out), "--scheduler", scheduler)
+    partial = wait_for(lambda: _partial_tif(out))
+    pid = _worker_pid_of(partial)
+    dask_worker = _ppid(pid)
+    assert b"spawn_main" in open(f"/proc/{dask_worker}/cmdline", "rb").read(), "its parent is a Dask worker process"
+    first = next(m for m in fleet.messages() if m.startswith("scene mosaic: started on ")).rsplit(" ", 1)[1]
+    os.kill(dask_worker, signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=30)
+    code, stderr = fleet.finish()
+    assert code == EXIT_OK, stderr
+    (record,) = read_manifest(out)
+    assert record["status"] == "succeeded" and record["worker"] != first
+    assert not os.path.exists(partial) and not partials(out)
+    started = [m.rsplit(" ", 1)[1] for m in fleet.messages() if m.startswith("scene mosaic: started on ")]
+    assert started == [first, record["worker"]], "started again, on the other worker"
+
+
+def test_sigterm_with_kill_running_stops_the_running_scene_at_once(tmp_path, scheduler):
+    """What a QGIS algorithm relaying the fleet sends on cancel (SIGTERM), with --kill-running."""
+    long = lulc_mosaic(tmp_path / "long.tif", repeat=6)
+    out = tmp_path / "out"
+    fleet = FleetProcess(write_template(tmp_path, template()), long, "-o", str(out), "--scheduler", scheduler,
+                         "--kill-running")  # fmt: skip
+    wait_for(lambda: partials(out))
+    fleet.proc.send_signal(signal.SIGTERM)
+    code, stderr = fleet.finish(timeout=60)
+    assert code == EXIT_CANCELLED, stderr
+    assert fleet.events[-1]["type"] == "CancelledError" and fleet.events[-1]["metrics"]["cancelled"] == 1
+    assert any("running scenes are stopped" in m for m in fleet.messages())
+    assert not partials(out) and not os.path.exists(out / "long" / "rec.tif")
+    (record,) = read_manifest(out)
+    assert record["status"] == "cancelled" and record["error"] == "stopped: the fleet was cancelled (--kill-running)"

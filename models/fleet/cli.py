@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..core.errors import CancelledError, ConfigError, TerraMindError
+from ..core.errors import CancelledError, ConfigError, TerraMindError, WorkerError
 from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 from .cluster import ClusterSettings, open_client, scene_threads, visible_gpus
 from .manifest import Manifest, latest_records
@@ -137,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.events:
         events = claim_stdout()
     progress = CliProgress(events, bar=not args.no_progress and sys.stderr.isatty())
+    running = False  # before: a TerraMindError is bad input (exit 2); after: the fleet failed (exit 1)
     try:
         template = JobTemplate.from_file(args.template)
         modality = args.modality or (template.modalities()[0] if len(template.modalities()) == 1 else None)
@@ -145,18 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             plan = make_plan(template, scenes, out, latest_records(os.path.join(out, "manifest.jsonl")))
             return _dry_run(plan, events if events is not None else sys.stdout)
-        if (args.scheduler or args.cluster_module) and args.gpus_per_worker:
-            raise ConfigError("--gpus-per-worker is for the LocalCluster; give remote workers --resources GPU=N")
+        settings, options = _settings(args, template)
         _install_signals(progress)
         with Manifest(out) as manifest:
             plan = make_plan(template, scenes, out, manifest.latest())
-            summary = _run(args, template, plan, manifest, progress)
-    except ConfigError as e:
-        return _fail_line(progress, e, EXIT_BAD_JOB)
+            if progress.cancelled:
+                raise CancelledError("cancelled before any scene started")
+            running = True
+            summary = _run(settings, options, plan, manifest, progress)
+    except CancelledError as e:
+        return _fail_line(progress, e, EXIT_CANCELLED)
     except TerraMindError as e:
-        return _fail_line(progress, e, EXIT_ERROR)
-    except (OSError, TimeoutError) as e:
-        return _fail_line(progress, ConfigError(f"{type(e).__name__}: {e}"), EXIT_ERROR)
+        return _fail_line(progress, e, EXIT_ERROR if running else EXIT_BAD_JOB)
+    except Exception as e:  # noqa: BLE001 - e.g. the scheduler went away: one line, not a traceback
+        return _fail_line(progress, WorkerError(f"the fleet failed: {type(e).__name__}: {e}"), EXIT_ERROR)
     progress.close()
     metrics = summary.counts()
     line = (f"terramind fleet: {summary.succeeded} succeeded, {summary.failed} failed, {summary.skipped} already complete, "
@@ -169,11 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_SCENES_FAILED if summary.failed else EXIT_OK
 
 
-def _run(args: argparse.Namespace, template: JobTemplate, plan: FleetPlan, manifest: Manifest, progress: CliProgress) -> FleetSummary:
-    if not plan.to_run and not plan.broken:
-        progress.info(f"all {len(plan.jobs)} scene(s) already complete (outputs match the manifest): nothing to do")
-        return FleetSummary(total=plan.total, skipped=len(plan.complete), manifest=manifest.path)
+def _settings(args: argparse.Namespace, template: JobTemplate) -> tuple[ClusterSettings, FleetOptions]:
+    """The cluster and run options of the command line, checked (``ConfigError``)."""
     local = not (args.scheduler or args.cluster_module)
+    if not local and args.gpus_per_worker:
+        raise ConfigError("--gpus-per-worker is for the LocalCluster; give remote workers --resources GPU=N")
     gpus = args.gpus_per_worker
     if gpus is None:
         gpus = 1 if template.gpu and local else 0
@@ -190,9 +193,19 @@ def _run(args: argparse.Namespace, template: JobTemplate, plan: FleetPlan, manif
     settings = ClusterSettings(args.scheduler, args.cluster_module, workers, args.threads_per_worker,
                                args.memory_limit, gpus, args.dashboard_address)  # fmt: skip
     env = {}
-    if settings.local and not os.environ.get("OMP_NUM_THREADS"):
+    if local and not os.environ.get("OMP_NUM_THREADS"):
         env["OMP_NUM_THREADS"] = str(scene_threads(settings))  # the scenes share the cores, not each all of them
-    options = FleetOptions(args.retries, args.kill_running, args.python, args.scene_timeout, gpus if settings.local else 0, env)
+    if args.scene_timeout is not None and args.scene_timeout <= 0:
+        raise ConfigError(f"--scene-timeout must be positive, got {args.scene_timeout:g}")
+    return settings, FleetOptions(args.retries, args.kill_running, args.python, args.scene_timeout,
+                                  gpus if local else 0, env)  # fmt: skip
+
+
+def _run(settings: ClusterSettings, options: FleetOptions, plan: FleetPlan, manifest: Manifest,
+         progress: CliProgress) -> FleetSummary:  # fmt: skip
+    if not plan.to_run and not plan.broken:
+        progress.info(f"all {len(plan.jobs)} scene(s) already complete (outputs match the manifest): nothing to do")
+        return FleetSummary(total=plan.total, skipped=len(plan.complete), manifest=manifest.path)
     with open_client(settings) as client:
         progress.info(f"Dask dashboard: {client.dashboard_link}")
         if not progress.bar:

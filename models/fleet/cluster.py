@@ -98,7 +98,7 @@ def open_client(settings: ClusterSettings) -> Iterator[Any]:
                 resources={"GPU": settings.gpus_per_worker} if settings.gpus_per_worker else None,
                 preload=[f"{package}.worker_preload"], silence_logs=logging.ERROR,
             )  # fmt: skip
-        client = Client(address, timeout="30s")
+        client = Client(address)  # connect timeout: Dask config distributed.comm.timeouts.connect (30 s)
     except (OSError, TimeoutError) as e:
         if cluster is not None:
             cluster.close()

@@ -117,6 +117,8 @@ def main() -> int:
     p.add_argument("--tile", type=int, default=224)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--keep", help="work folder to keep (default: a temporary one)")
+    p.add_argument("--previous", help="a result file of an earlier run to summarise in this one")
+    p.add_argument("--sequential-first", action="store_true", help="run the sequential baseline before the fleet")
     args = p.parse_args()
     info = benchlib.machine()
     with tempfile.TemporaryDirectory(prefix="bench_fleet_") as tmp:
@@ -128,8 +130,12 @@ def main() -> int:
         scenes = [f"scene{i:02d}" for i in range(args.scenes)]
         scene_csv = work / "scenes.csv"
         scene_csv.write_text("scene,S2L2A\n" + "".join(f"{s},{mosaic}\n" for s in scenes), encoding="utf-8")
-        fleet = run_fleet(tmpl_path, scene_csv, work, args.workers)  # first: the sequential run then finds a warm disk cache too
-        sequential = run_sequential(tmpl_path, scenes, mosaic, work)
+        if args.sequential_first:
+            sequential = run_sequential(tmpl_path, scenes, mosaic, work)
+            fleet = run_fleet(tmpl_path, scene_csv, work, args.workers)
+        else:
+            fleet = run_fleet(tmpl_path, scene_csv, work, args.workers)
+            sequential = run_sequential(tmpl_path, scenes, mosaic, work)
         agree = {s: benchlib.agreement(fleet["outputs"][s], sequential["outputs"][s]) for s in scenes}
     for d in (fleet, sequential):
         d.pop("outputs")
@@ -137,7 +143,7 @@ def main() -> int:
     slots = args.workers
     result = {
         "benchmark": "fleet", "machine": info, "load_avg_end": os.getloadavg(),
-        "scenes": args.scenes, "size": args.size,
+        "scenes": args.scenes, "size": args.size, "order": "sequential, fleet" if args.sequential_first else "fleet, sequential",
         "task": "generate LULC from S2L2A, test_terramind_tiny (untrained), tile %d overlap 32 batch %d, cpu" % (args.tile, args.batch),
         "sequential": sequential, "fleet": fleet,
         "throughput_ratio_fleet_over_sequential": round(fleet["scenes_per_hour"] / sequential["scenes_per_hour"], 3),
@@ -151,6 +157,12 @@ def main() -> int:
                     f"(here {fleet['mean_worker_start_s']} s per scene: interpreter, torch import, model load)",
         },
     }  # fmt: skip
+    if args.previous and Path(args.previous).exists():  # an earlier run (e.g. the other order) kept beside this one
+        prev = json.loads(Path(args.previous).read_text(encoding="utf-8"))
+        result["previous_runs"] = [{"order": prev.get("order") or "fleet, sequential"}
+                                   | {k: prev.get(k) for k in ("load_avg_end", "throughput_ratio_fleet_over_sequential")}
+                                   | {"fleet_wall_s": prev["fleet"]["wall_s"], "sequential_wall_s": prev["sequential"]["wall_s"],
+                                      "load_avg_start": prev["machine"]["load_avg_start"]}]  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("throughput_ratio_fleet_over_sequential", "outputs_equal_fraction")}

@@ -204,3 +204,14 @@ def test_a_cuda_fleet_on_a_local_cluster_needs_the_gpus(tmp_path, visible, args,
                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"terramind fleet: {pattern}"), proc.stderr
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_1(tmp_path):
+    env = {**fleet_env(), "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}
+    proc = subprocess.run(fleet_command(write_template(tmp_path, template()), str(EXAMPLES / "LULC" / "38D_378R_2_3.tif"),
+                                        "-o", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:9", "--events"),
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "cannot reach the Dask scheduler tcp://127.0.0.1:9" in lines[0]
+    assert json.loads(proc.stdout)["type"] == "WorkerError"
+    assert os.listdir(tmp_path / "o") == ["manifest.jsonl"] and (tmp_path / "o" / "manifest.jsonl").read_text() == ""

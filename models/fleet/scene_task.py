@@ -25,6 +25,7 @@ from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_OK, partial_glob
 from .manifest import file_digest
 from .worker_process import run_worker
 
+KILLED_BY_FLEET = "the fleet was cancelled (--kill-running)"
 EVENT_CHECK_S = 1.0  # how often a running scene asks the scheduler whether the fleet wants it killed
 PROGRESS_STEP = 1.0  # percent between progress messages to the client
 
@@ -149,7 +150,7 @@ def run_scene(task: SceneTask) -> dict[str, Any]:
             return None
         last["checked"] = now
         try:
-            return "the fleet was cancelled (--kill-running)" if kill.is_set() else None
+            return KILLED_BY_FLEET if kill.is_set() else None
         except Exception:  # noqa: BLE001 - a scheduler that cannot be asked cannot want a kill
             return None
 
@@ -175,7 +176,8 @@ def run_scene(task: SceneTask) -> dict[str, Any]:
         message = f"the worker reported success but did not write {', '.join(missing)} (it gave {sorted(outputs)})"
     else:
         message = run.message()
-    cancelled = run.stopped is not None and "cancelled" in run.stopped or run.exit_code == EXIT_CANCELLED
+    # cancelled: stopped on the fleet's kill Event, or by a SIGTERM from elsewhere; a timeout or memory stop is a failure
+    cancelled = run.stopped == KILLED_BY_FLEET or (run.stopped is None and run.exit_code == EXIT_CANCELLED)
     status = "cancelled" if cancelled else "failed"
     return {**record, "status": status, "error": message, "retryable": run.exit_code != EXIT_BAD_JOB and not cancelled}
 

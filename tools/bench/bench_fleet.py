@@ -55,8 +55,21 @@ def template(tile: int, batch: int) -> dict:
     }  # fmt: skip
 
 
-def run_sequential(tmpl_path: Path, scenes: list[str], mosaic: Path, work: Path) -> dict:
+def run_sequential(tmpl_path: Path, scenes: list[str], mosaic: Path, work: Path, threads: int | None = None) -> dict:
+    """The scenes one after another; ``threads``: OMP_NUM_THREADS of each worker (default: torch's, every core)."""
     sys.path.insert(0, str(benchlib.PLUGIN_PATH))
+    saved = os.environ.pop("OMP_NUM_THREADS", None)
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        return _sequential(tmpl_path, scenes, mosaic, work) | {"threads": threads or os.cpu_count()}
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+        if saved is not None:
+            os.environ["OMP_NUM_THREADS"] = saved
+
+
+def _sequential(tmpl_path: Path, scenes: list[str], mosaic: Path, work: Path) -> dict:
     from terramind_qgis.models.fleet.template import JobTemplate
 
     tmpl = JobTemplate.from_file(str(tmpl_path))
@@ -119,6 +132,8 @@ def main() -> int:
     p.add_argument("--keep", help="work folder to keep (default: a temporary one)")
     p.add_argument("--previous", help="a result file of an earlier run to summarise in this one")
     p.add_argument("--sequential-first", action="store_true", help="run the sequential baseline before the fleet")
+    p.add_argument("--sequential-threads", type=int, default=None,
+                   help="OMP_NUM_THREADS of the sequential runs (default: torch's own, every core)")  # fmt: skip
     args = p.parse_args()
     info = benchlib.machine()
     with tempfile.TemporaryDirectory(prefix="bench_fleet_") as tmp:
@@ -131,11 +146,11 @@ def main() -> int:
         scene_csv = work / "scenes.csv"
         scene_csv.write_text("scene,S2L2A\n" + "".join(f"{s},{mosaic}\n" for s in scenes), encoding="utf-8")
         if args.sequential_first:
-            sequential = run_sequential(tmpl_path, scenes, mosaic, work)
+            sequential = run_sequential(tmpl_path, scenes, mosaic, work, args.sequential_threads)
             fleet = run_fleet(tmpl_path, scene_csv, work, args.workers)
         else:
             fleet = run_fleet(tmpl_path, scene_csv, work, args.workers)
-            sequential = run_sequential(tmpl_path, scenes, mosaic, work)
+            sequential = run_sequential(tmpl_path, scenes, mosaic, work, args.sequential_threads)
         agree = {s: benchlib.agreement(fleet["outputs"][s], sequential["outputs"][s]) for s in scenes}
     for d in (fleet, sequential):
         d.pop("outputs")
@@ -159,7 +174,9 @@ def main() -> int:
     }  # fmt: skip
     if args.previous and Path(args.previous).exists():  # an earlier run (e.g. the other order) kept beside this one
         prev = json.loads(Path(args.previous).read_text(encoding="utf-8"))
-        result["previous_runs"] = [{"order": prev.get("order") or "fleet, sequential"}
+        runs = prev.get("previous_runs", [])
+        result["previous_runs"] = runs + [{"order": prev.get("order") or "fleet, sequential",
+                                           "sequential_threads": prev["sequential"].get("threads", os.cpu_count())}
                                    | {k: prev.get(k) for k in ("load_avg_end", "throughput_ratio_fleet_over_sequential")}
                                    | {"fleet_wall_s": prev["fleet"]["wall_s"], "sequential_wall_s": prev["sequential"]["wall_s"],
                                       "load_avg_start": prev["machine"]["load_avg_start"]}]  # fmt: skip

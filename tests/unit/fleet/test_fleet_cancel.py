@@ -151,3 +151,15 @@ def test_sigterm_with_kill_running_stops_the_running_scene_at_once(tmp_path, sch
     assert not partials(out) and not os.path.exists(out / "long" / "rec.tif")
     (record,) = read_manifest(out)
     assert record["status"] == "cancelled" and record["error"] == "stopped: the fleet was cancelled (--kill-running)"
+
+
+def test_a_scene_past_its_timeout_is_stopped_and_fails_without_a_trace(tmp_path, scheduler):
+    long = lulc_mosaic(tmp_path / "long.tif", repeat=6)
+    out = tmp_path / "out"
+    fleet = FleetProcess(write_template(tmp_path, template()), long, "-o", str(out), "--scheduler", scheduler,
+                         "--scene-timeout", "3", "--retries", "0")  # fmt: skip
+    code, stderr = fleet.finish(timeout=60)
+    assert code == 3, stderr
+    (record,) = read_manifest(out)
+    assert record["status"] == "failed" and record["error"] == "stopped: timeout after 3 s" and record["attempts"] == 1
+    assert not partials(out) and not os.path.exists(out / "long")

@@ -95,7 +95,7 @@ class Manifest:
 
     def __enter__(self) -> Manifest:
         os.makedirs(self.folder, exist_ok=True)
-        f = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
+        f = open(self.path, "a+", encoding="utf-8")
         try:
             if fcntl is not None:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

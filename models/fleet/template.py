@@ -139,7 +139,7 @@ class JobTemplate:
                 raise ConfigError(f"template output '{key}': '{path}' must contain {{scene}} (one file per scene)")
             unknown = set(PLACEHOLDER.findall(path)) - {"scene"}
             if unknown:
-                raise ConfigError(f"template output '{key}': unknown placeholder {{{sorted(unknown)[0]}}} "
+                raise ConfigError(f"template output '{key}': unknown placeholder {{{min(unknown)}}} "
                                   "(outputs may use {scene})")  # fmt: skip
             paths[key] = path
         return paths

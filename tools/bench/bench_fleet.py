@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchlib  # noqa: E402
+import benchlib
 
 REPO = benchlib.REPO
 CATALOGUE = REPO / "tests" / "data" / "catalogue"
@@ -159,7 +159,7 @@ def main() -> int:
     result = {
         "benchmark": "fleet", "machine": info, "load_avg_end": os.getloadavg(),
         "scenes": args.scenes, "size": args.size, "order": "sequential, fleet" if args.sequential_first else "fleet, sequential",
-        "task": "generate LULC from S2L2A, test_terramind_tiny (untrained), tile %d overlap 32 batch %d, cpu" % (args.tile, args.batch),
+        "task": f"generate LULC from S2L2A, test_terramind_tiny (untrained), tile {args.tile} overlap 32 batch {args.batch}, cpu",
         "sequential": sequential, "fleet": fleet,
         "throughput_ratio_fleet_over_sequential": round(fleet["scenes_per_hour"] / sequential["scenes_per_hour"], 3),
         "outputs_equal_fraction": {"min": min(agree.values()), "mean": round(statistics.mean(agree.values()), 6)},

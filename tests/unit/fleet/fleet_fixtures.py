@@ -83,7 +83,7 @@ def partials(folder: Path) -> list[str]:
     return glob.glob(str(folder / "**" / "*.partial-*"), recursive=True)
 
 
-def wait_for(predicate, timeout: float = 60.0, step: float = 0.05):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float = 60.0, step: float = 0.05):
     """Poll until ``predicate()`` is truthy; returns its value (fails the test after ``timeout``)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:

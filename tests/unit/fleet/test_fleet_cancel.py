@@ -8,9 +8,18 @@ import re
 import signal
 import subprocess
 import threading
+from pathlib import Path
 
 from fleet_fixtures import (
-    EXAMPLES, fleet_command, fleet_env, lulc_mosaic, partials, read_manifest, template, wait_for, write_template,
+    EXAMPLES,
+    fleet_command,
+    fleet_env,
+    lulc_mosaic,
+    partials,
+    read_manifest,
+    template,
+    wait_for,
+    write_template,
 )  # fmt: skip
 from terramind_qgis.models.core.job import EXIT_CANCELLED, EXIT_OK
 
@@ -48,7 +57,7 @@ class FleetProcess:
 PARTIAL_TIF = re.compile(r"\.partial-(\d+)\.tif$")  # the output being written (not the blend scratch folder)
 
 
-def _partial_tif(out) -> str | None:  # noqa: ANN001
+def _partial_tif(out) -> str | None:
     return next((p for p in partials(out) if PARTIAL_TIF.search(p)), None)
 
 
@@ -63,7 +72,7 @@ def test_a_worker_process_killed_mid_scene_is_retried_and_completes(tmp_path, sc
     fleet = FleetProcess(tmpl, mosaic, "-o", str(out), "--scheduler", scheduler, "--retries", "1")
     partial = wait_for(lambda: _partial_tif(out))
     pid = _worker_pid_of(partial)
-    cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert b"terramind_qgis.models.worker" in cmdline, "the partial belongs to the scene's worker process"
     os.kill(pid, signal.SIGKILL)  # no chance to clean up: the fleet must
     code, stderr = fleet.finish()
@@ -111,7 +120,7 @@ def test_ctrl_c_lets_running_scenes_end_and_a_second_one_stops_them(tmp_path):
 
 
 def _ppid(pid: int) -> int:
-    return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_a_dask_worker_killed_mid_scene_takes_its_worker_process_along_and_the_scene_completes(tmp_path, scheduler):
@@ -123,10 +132,10 @@ def test_a_dask_worker_killed_mid_scene_takes_its_worker_process_along_and_the_s
     partial = wait_for(lambda: _partial_tif(out))
     pid = _worker_pid_of(partial)
     dask_worker = _ppid(pid)
-    assert b"spawn_main" in open(f"/proc/{dask_worker}/cmdline", "rb").read(), "its parent is a Dask worker process"
+    assert b"spawn_main" in Path(f"/proc/{dask_worker}/cmdline").read_bytes(), "its parent is a Dask worker process"
     first = next(m for m in fleet.messages() if m.startswith("scene mosaic: started on ")).rsplit(" ", 1)[1]
     os.kill(dask_worker, signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=30)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", timeout=30)
     code, stderr = fleet.finish()
     assert code == EXIT_OK, stderr
     (record,) = read_manifest(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fleet_fixtures import EXAMPLES, SCENES, read_manifest, template
 from terramind_qgis.models.fleet.manifest import Manifest
 from terramind_qgis.models.fleet.plan import make_plan

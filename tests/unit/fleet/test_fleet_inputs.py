@@ -9,11 +9,22 @@ import subprocess
 import numpy as np
 import pytest
 import rasterio
+from fleet_fixtures import (
+    EXAMPLES,
+    fleet_command,
+    fleet_env,
+    run_fleet,
+    template,
+    write_template,
+)
 from rasterio.transform import from_origin
-
-from fleet_fixtures import EXAMPLES, fleet_command, fleet_env, run_fleet, template, write_template
 from terramind_qgis.models.core.errors import ConfigError
-from terramind_qgis.models.fleet.manifest import Manifest, file_digest, outputs_match, read_records
+from terramind_qgis.models.fleet.manifest import (
+    Manifest,
+    file_digest,
+    outputs_match,
+    read_records,
+)
 from terramind_qgis.models.fleet.plan import make_plan
 from terramind_qgis.models.fleet.scenes import load_scenes
 from terramind_qgis.models.fleet.stac import parse_overrides, read_stac

@@ -9,11 +9,20 @@ from __future__ import annotations
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from fleet_fixtures import EXAMPLES, SCENES, partials, raster_content, read_manifest, run_fleet, template, write_template
+from fleet_fixtures import (
+    EXAMPLES,
+    SCENES,
+    partials,
+    raster_content,
+    read_manifest,
+    run_fleet,
+    template,
+    write_template,
+)
 from terramind_qgis.models.core.job import EXIT_BAD_JOB, EXIT_OK
 from terramind_qgis.models.fleet.manifest import file_digest
 
@@ -106,7 +115,7 @@ def test_outputs_equal_sequential_worker_runs(first_run):
 def _good_csv(run) -> str:
     """The scene list without its broken scene."""
     path = run["tmp"] / "good.csv"
-    path.write_text("\n".join(open(run["csv"], encoding="utf-8").read().splitlines()[:-1]) + "\n", encoding="utf-8")
+    path.write_text("\n".join(Path(run["csv"]).read_text(encoding="utf-8").splitlines()[:-1]) + "\n", encoding="utf-8")
     return str(path)
 
 
@@ -149,7 +158,7 @@ def test_rerun_after_deleting_an_output_redoes_only_that_scene(first_run):
 def test_a_changed_template_reruns_and_a_tampered_output_is_redone(first_run, tmp_path):
     """The manifest vouches for a scene only for the same job and the same bytes (planning only: --dry-run)."""
     out = first_run["out"]
-    changed = json.loads(open(first_run["template"], encoding="utf-8").read())
+    changed = json.loads(Path(first_run["template"]).read_text(encoding="utf-8"))
     changed["params"]["seed"] = 4
     other = write_template(tmp_path, changed)
     code, events, _ = run_fleet(other, first_run["csv"], "-o", str(out), "--dry-run")

@@ -9,7 +9,9 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
    overlap 32) with the worker's peak RSS, next to terratorch's ``tiled_inference``;
 4. ``bench_segmentation.py`` — fine-tuned Sen1Floods11 segmentation throughput (tiny, base; 1024²);
 5. ``bench_onnx.py`` — torch fp32 vs ONNX Runtime per 224² tile (segmentation tiny/base, S2L2A
-   tokenizer encoder), with the deviation measured.
+   tokenizer encoder), with the deviation measured;
+6. ``bench_fleet.py`` — 8 scenes of 1024² on the fleet's LocalCluster (2 workers x 1 thread) against
+   the same scenes one after another: throughput, peak RSS per worker, on-paper N-node throughput.
 
 Each writes ``bench-results/<name>.json``; this script adds ``bench-results/environment.json`` (CPU,
 threads, versions) and ``bench-results/SUMMARY.md``. The reference side needs the terratorch venv
@@ -62,7 +64,7 @@ def environment() -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results")
-    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx")
+    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx fleet")
     p.add_argument("--tiled-sizes", nargs="+", default=["1024", "4096"])
     args = p.parse_args()
     out = (REPO / args.out).resolve()
@@ -80,6 +82,7 @@ def main() -> int:
         "segmentation": (["tools/bench/bench_segmentation.py", "--out", str(out / "segmentation.json"), *no_ref],
                          False),
         "onnx": (["tools/bench/bench_onnx.py", "--out", str(out / "onnx.json")], False),
+        "fleet": (["tools/bench/bench_fleet.py", "--out", str(out / "fleet.json")], False),
     }
     (out / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
     done = []

@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN_NAME = "terramind_qgis"
 # What the package holds, relative to the repository root (folders are taken whole, minus EXCLUDED).
 INCLUDED = ("__init__.py", "metadata.txt", "LICENSE", "README.md", "requirements.txt", "constraints.txt",
-            "plugin", "processing_algorithms", "models", "resources/terramind.svg")  # fmt: skip
+            "plugin", "processing_algorithms", "models", "resources/terramind.svg", "resources/help")  # fmt: skip
 EXCLUDED_PARTS = {"__pycache__", "__MACOSX", ".git", ".venv", "tests", "tools"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".tmp", ".orig", ".rej", ".swp", "~")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)

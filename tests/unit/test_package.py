@@ -52,7 +52,7 @@ def test_the_zip_holds_no_test_tool_or_cache_file(built):
 def test_the_zip_holds_everything_qgis_and_the_worker_import(built):
     files = {n[len(PREFIX):] for n in _names(built) if not n.endswith("/")}
     assert {"__init__.py", "metadata.txt", "LICENSE", "README.md", "requirements.txt", "constraints.txt",
-            "resources/terramind.svg"} <= files  # fmt: skip
+            "resources/terramind.svg", "resources/help/terramind.yaml"} <= files  # fmt: skip
     code = {p.relative_to(REPO).as_posix() for d in ("plugin", "processing_algorithms", "models")
             for p in (REPO / d).rglob("*.py") if "__pycache__" not in p.parts}  # fmt: skip
     assert code and code <= files, sorted(code - files)

@@ -246,8 +246,9 @@ class DatasetWriter:
         missing = sorted(set(self.modalities) - set(images))
         if missing:
             raise InputRasterError(f"chip {cid}: no image for modality {missing}")
+        a, b, c, d, e, f = self.grids[window.grid].transform
         grid = self.grids[window.grid]
-        transform = Affine(*grid.transform) * Affine.translation(window.col, window.row)
+        transform = Affine(a, b, c + a * window.col + b * window.row, d, e, f + d * window.col + e * window.row)
         profile = dict(driver="GTiff", height=size[0], width=size[1], crs=grid.crs, transform=transform,
                        compress="deflate")  # fmt: skip
         for m, bands in self.modalities.items():

@@ -75,3 +75,20 @@ def three_class_dataset(folder: Path, chip: int = 64) -> DatasetInfo:
     return write_dataset(folder, windows, splits, images, labels,
                          modalities={"S2L2A": MODALITIES["S2L2A"].bands, "S1RTC": MODALITIES["S1RTC"].bands},
                          classes=THREE_CLASSES, chip_size=chip, grids=grids)  # fmt: skip
+
+
+STEP_CROPS = (("282D_485L_3_3", 128, 64), ("433D_629L_3_1", 64, 64))  # (scene, row, col) of the 64 px step batch
+
+
+def step_batch() -> tuple[np.ndarray, np.ndarray]:
+    """The fixed batch of the training-step goldens: S2L2A ``(2, 12, 64, 64)`` standardised with
+    TerraMind's pre-training statistics, and the three-class labels ``(2, 64, 64)`` (-1 ignored)."""
+    s2 = MODALITIES["S2L2A"]
+    mean = np.asarray(s2.mean, np.float32)[:, None, None]
+    std = np.asarray(s2.std, np.float32)[:, None, None]
+    xs, ys = [], []
+    for scene, r, c in STEP_CROPS:
+        x = read("S2L2A", scene)[0][:, r : r + 64, c : c + 64].astype(np.float32)
+        xs.append((x - mean) / std)
+        ys.append(three_class_labels(read("LULC", scene)[0][0])[r : r + 64, c : c + 64])
+    return np.stack(xs), np.stack(ys).astype(np.int64)

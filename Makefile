@@ -40,7 +40,8 @@ goldens: plugin-link
 	nice -n 5 "$$ref" tools/goldens/tokenizers.py; \
 	nice -n 5 "$$ref" tools/goldens/terramind.py --variants tiny base --e2e; \
 	nice -n 5 "$$ref" tools/goldens/checkpoint_layouts.py; \
-	nice -n 5 "$$ref" tools/goldens/segmentation.py
+	nice -n 5 "$$ref" tools/goldens/segmentation.py; \
+	nice -n 5 "$$ref" tools/goldens/training.py
 
 setup: system-deps plugin-link $(VENV)/.installed
 

@@ -6,7 +6,9 @@ The checkpoint is the dictionary Lightning 2.6's ``ModelCheckpoint`` saves for a
 
 - ``state_dict``: ``model.`` + the pixel-wise model's keys in TerraTorch's module order (encoder,
   decoder, head, neck), every tensor contiguous and on the CPU, plus ``criterion.weight`` when the
-  loss is ``ce`` with class weights (``nn.CrossEntropyLoss`` keeps them as a buffer);
+  loss is ``ce`` with class weights (``nn.CrossEntropyLoss`` keeps them as a buffer); for TiM also
+  the TiM modality's tokenizer, which TerraTorch's ``TerraMindTiM`` holds (and never runs) and our
+  loader drops (models/segmentation/checkpoint.py);
 - ``hyper_parameters``: every ``SemanticSegmentationTask.__init__`` argument, as the Lightning CLI
   stores them (``_class_path``, ``_instantiator``), with ``model_args.backbone_pretrained: false``
   so that ``load_from_checkpoint`` builds the model offline (the weights are in ``state_dict``);
@@ -52,12 +54,19 @@ def terratorch_parameters(net: PixelWiseModel) -> list[torch.nn.Parameter]:
     return [p for part in TORCH_ORDER for p in getattr(net, part).parameters()]
 
 
-def task_state_dict(net: PixelWiseModel, criterion: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """The Lightning ``state_dict`` of the task: ``model.*`` in TerraTorch's order, then ``criterion.*``."""
+def task_state_dict(net: PixelWiseModel, criterion: torch.nn.Module | None = None,
+                    extra: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The Lightning ``state_dict`` of the task: ``model.*`` in TerraTorch's order, then ``criterion.*``.
+
+    ``extra``: tensors TerraTorch's model holds and ours does not (the TiM tokenizer,
+    ``encoder.tokenizer.<key>.*``), added after the encoder's own.
+    """
     out: dict[str, torch.Tensor] = {}
     for part in TORCH_ORDER:
         for key, value in getattr(net, part).state_dict().items():
             out[f"model.{part}.{key}"] = value.detach().cpu().contiguous()
+        if part == "encoder":
+            out.update({f"model.{k}": v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     if criterion is not None:
         out.update({f"criterion.{k}": v.detach().cpu().contiguous() for k, v in criterion.state_dict().items()})
     return out
@@ -174,6 +183,7 @@ def training_checkpoint(
     current_loss: float,
     wait: int = 0,
     extra: Mapping[str, Any] | None = None,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dictionary of the module docstring after ``epochs`` finished epochs."""
     with_weights = task_args["loss"] == "ce" and task_args.get("class_weights") is not None
@@ -182,7 +192,7 @@ def training_checkpoint(
         "epoch": int(epochs) - 1,
         "global_step": int(global_step),
         "pytorch-lightning_version": LIGHTNING_VERSION,
-        "state_dict": task_state_dict(net, criterion if with_weights else None),
+        "state_dict": task_state_dict(net, criterion if with_weights else None, extra_tensors),
         "loops": lightning_loops(epochs, global_step, train_batches, val_batches),
         "callbacks": callback_states(str(best), best_loss, current_loss, wait, recipe.early_stopping_patience,
                                      str(best.parent)),  # fmt: skip

@@ -64,11 +64,53 @@ def load_encoder(
 
     names = [i.name for i in cfg.inputs]
     if cfg.is_tim:
-        return load_tim(cfg.catalogue_id, names, cfg.tim_modalities, merge_method=cfg.merge_method,
-                        tim_chained_generations=bool(cfg.tim_options.get("tim_chained_generations", True)),
-                        weights=weights, untrained=untrained, progress=progress)  # fmt: skip
-    return load_backbone(cfg.catalogue_id, names, merge_method=cfg.merge_method, bands=cfg.bands,
-                         weights=weights, untrained=untrained, progress=progress)  # fmt: skip
+        encoder = load_tim(cfg.catalogue_id, names, cfg.tim_modalities, merge_method=cfg.merge_method,
+                           tim_chained_generations=bool(cfg.tim_options.get("tim_chained_generations", True)),
+                           weights=weights, untrained=untrained, progress=progress)  # fmt: skip
+    else:
+        encoder = load_backbone(cfg.catalogue_id, names, merge_method=cfg.merge_method, bands=cfg.bands,
+                                weights=weights, untrained=untrained, progress=progress)  # fmt: skip
+    return own_memory_(encoder)
+
+
+def own_memory_(module: nn.Module) -> nn.Module:
+    """Give every parameter and buffer object its own memory (in place).
+
+    The loader assigns one checkpoint tensor to every name that reads it (memory-mapped): TiM's
+    sampler encoder and the backbone's encoder blocks then share memory although they are distinct
+    parameters. In TerraTorch they are separate copies: training updates the backbone's, the sampler
+    (no gradient flows through sampling) keeps the pre-trained ones. Objects the model really
+    shares (TiM's embedding modules, tied weights) stay shared: each object is copied once.
+    """
+    with torch.no_grad():
+        for param in module.parameters():  # each parameter object once: tied ones stay tied
+            param.data = param.data.clone()
+        for owner in module.modules():  # each module once: buffers of a shared module stay shared
+            for name, buffer in owner._buffers.items():
+                if buffer is not None:  # e.g. one zero LayerNorm bias the loader gave to many norms
+                    owner._buffers[name] = buffer.clone()
+    return module
+
+
+def tim_tokenizer_tensors(cfg: SegmentationConfig, *, untrained: bool = False,
+                          progress: Progress | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The TiM modalities' tokenizers as TerraTorch's ``TerraMindTiM`` stores them (``encoder.tokenizer.<key>.*``).
+
+    TerraTorch keeps them in its checkpoints (a strict ``load_from_checkpoint`` needs them) but never
+    runs them; our TiM backbone generates token ids only and does not hold them.
+    """
+    if not cfg.is_tim:
+        return {}
+    from ..build import load_tokenizer
+    from ..core import catalogue
+    from ..terramind.names import output_key
+
+    spec = catalogue.get(cfg.catalogue_id)
+    out: dict[str, torch.Tensor] = {}
+    for modality in cfg.tim_modalities:
+        tok = load_tokenizer(catalogue.tokenizer_for(spec, modality).id, untrained=untrained, progress=progress)
+        out.update({f"encoder.tokenizer.{output_key(modality)}.{k}": v for k, v in tok.state_dict().items()})
+    return out
 
 
 def build_training_network(cfg: SegmentationConfig, encoder: nn.Module, seed: int) -> PixelWiseModel:

@@ -11,7 +11,8 @@ The forward pass takes one of two routes with identical results: the whole netwo
 standardised inputs (``SegmentationModel.standardize``: NaN → ``no_data_replace``, then mean/std,
 as TerraTorch's data module does), or, with a frozen backbone, the cached encoder outputs
 (features.py) through ``network.decode``. D4 element ``ks[i]`` is applied to sample ``i``'s
-inputs and mask (element 0, the identity, for validation).
+inputs and mask (element 0, the identity, for validation). TiM backbones get a token-sampling
+``seed`` per forward from ``encoder_kwargs`` (TerraTorch draws it from Python's ``random``).
 
 Dimensions: ``B`` batch, ``K`` classes, ``H, W`` pixels.
 """
@@ -19,7 +20,7 @@ Dimensions: ``B`` batch, ``K`` classes, ``H, W`` pixels.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ class StepContext:
     scaler: Any = None  # torch.amp.GradScaler for fp16
     train_cache: FeatureCache | None = None
     val_cache: FeatureCache | None = None
+    encoder_kwargs: Callable[[], dict[str, Any]] | None = None  # TiM: a fresh token-sampling seed per call
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = AUTOCAST[self.precision]
@@ -63,7 +65,8 @@ def forward(ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: F
         encoded = cache.get(batch["index"].tolist(), k.tolist(), ctx.device)
         return decode(ctx.model.net, encoded), mask
     raw = {m: d4_batch(x, k).to(ctx.device) for m, x in batch["image"].items()}  # (B, C, H, W)
-    return ctx.model.net(ctx.model.standardize(raw)), mask
+    kwargs = ctx.encoder_kwargs() if ctx.encoder_kwargs is not None else {}
+    return ctx.model.net(ctx.model.standardize(raw), **kwargs), mask
 
 
 def loss_of(ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: FeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

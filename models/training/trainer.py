@@ -51,7 +51,7 @@ from .features import FeatureCache
 from .history import EpochRecord, epoch_message, write_curve, write_metrics_csv
 from .losses import criterion_for
 from .metrics import ConfusionMatrix
-from .network import build_training_network, encode, load_encoder, set_backbone_trainable_
+from .network import build_training_network, encode, load_encoder, set_backbone_trainable_, tim_tokenizer_tensors
 from .plan import RunPlan, plan_run
 from .recipe import Recipe
 from .step import StepContext, eval_step, train_step
@@ -155,11 +155,13 @@ def train(
         model = load_segmentation_model(resume, paths["yaml"])  # strict: every tensor from the checkpoint
         net = model.net
         source = resumed["backbone_weights"]
+        tim_tensors = resumed["tim_tensors"]
     else:
         progress.info(f"loading the {recipe.backbone} backbone" + (" (UNTRAINED test weights)" if untrained else ""))
         encoder = load_encoder(plan.config, weights=weights, untrained=untrained, progress=progress)
         source = getattr(encoder, "weights_source", {}).get("model", str(weights))
         net = build_training_network(plan.config, encoder, recipe.seed)
+        tim_tensors = tim_tokenizer_tensors(plan.config, untrained=untrained, progress=progress)
     model = SegmentationModel(net, plan.config, info.classes, Provenance(str(paths["best"]), str(paths["yaml"]),
                                                                          "lightning", model_name)).to(dev)  # fmt: skip
     set_backbone_trainable_(net, not plan.frozen)
@@ -186,6 +188,8 @@ def train(
 
     generator = torch.Generator().manual_seed(recipe.seed)
     torch.manual_seed(recipe.seed)
+    if recipe.is_tim:  # a token-sampling seed per training forward, from the run's generator
+        ctx.encoder_kwargs = lambda: {"seed": int(torch.randint(0, 2**31 - 1, (1,), generator=generator))}
     state = _State(history=[])
     if resumed:
         _restore(resumed, optimizer, scheduler, generator, state)
@@ -217,10 +221,14 @@ def train(
             net.eval()
             confusion = ConfusionMatrix(info.num_classes, -1)
             vtotal, vcount = 0.0, 0
-            for idx in _batches(len(val_ds), batch_size, None, False):
+            train_kwargs = ctx.encoder_kwargs
+            for vb, idx in enumerate(_batches(len(val_ds), batch_size, None, False)):
                 check_cancelled(progress)
+                if recipe.is_tim:  # the same tokens every epoch: val losses stay comparable
+                    ctx.encoder_kwargs = lambda vb=vb: {"seed": recipe.seed + vb}
                 vtotal += eval_step(ctx, _batch(val_ds, idx, not cached), confusion) * len(idx)
                 vcount += len(idx)
+            ctx.encoder_kwargs = train_kwargs
             val_loss = vtotal / vcount
             improved = val_loss < state.best_loss  # ModelCheckpoint / EarlyStopping: strictly lower
             if improved:
@@ -232,7 +240,7 @@ def train(
             state.history.append(record)
             scheduler.step(val_loss)
             ckpt = _checkpoint(net, criterion, plan, recipe, optimizer, scheduler, generator, state, extra_base,
-                               paths["best"], train_batches, val_batches, val_loss)  # fmt: skip
+                               paths["best"], train_batches, val_batches, val_loss, tim_tensors)  # fmt: skip
             if improved:
                 save_checkpoint(paths["best"], ckpt)
             save_checkpoint(paths["last"], ckpt)
@@ -276,14 +284,16 @@ def train(
 
 def _checkpoint(net: Any, criterion: Any, plan: RunPlan, recipe: Recipe, optimizer: Any, scheduler: Any,
                 generator: torch.Generator, state: _State, extra_base: dict[str, Any], best_path: Path,
-                train_batches: int, val_batches: int, current: float) -> dict[str, Any]:  # fmt: skip
+                train_batches: int, val_batches: int, current: float,
+                tim_tensors: dict[str, torch.Tensor]) -> dict[str, Any]:  # fmt: skip
     extra = {**extra_base, "history": [r.to_dict() for r in state.history], "best_epoch": state.best_epoch,
              "best_loss": state.best_loss, "wait": state.wait,
              "rng": {"trainer": generator.get_state(), "torch": torch.get_rng_state()}}  # fmt: skip
     return training_checkpoint(net, plan.task_args, recipe, criterion=criterion, optimizer=optimizer,
                                scheduler=scheduler, epochs=len(state.history), global_step=state.global_step,
                                train_batches=train_batches, val_batches=val_batches, best_path=best_path,
-                               best_loss=state.best_loss, current_loss=current, wait=state.wait, extra=extra)  # fmt: skip
+                               best_loss=state.best_loss, current_loss=current, wait=state.wait, extra=extra,
+                               extra_tensors=tim_tensors)  # fmt: skip
 
 
 def _read_resume(path: str | os.PathLike[str], recipe: Recipe | None) -> dict[str, Any]:
@@ -299,8 +309,9 @@ def _read_resume(path: str | os.PathLike[str], recipe: Recipe | None) -> dict[st
         if differ:
             raise ConfigError(f"resuming '{path}' with a different recipe ({', '.join(differ)}); only "
                               f"{', '.join(RESUMABLE_CHANGES)} may change")  # fmt: skip
+    tim = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.encoder.tokenizer.")}
     return {**extra, "optimizer_states": ckpt["optimizer_states"], "lr_schedulers": ckpt["lr_schedulers"],
-            "global_step": int(ckpt["global_step"])}  # fmt: skip
+            "global_step": int(ckpt["global_step"]), "tim_tensors": tim}  # fmt: skip
 
 
 def _restore(resumed: dict[str, Any], optimizer: Any, scheduler: Any, generator: torch.Generator, state: _State) -> None:

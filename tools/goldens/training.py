@@ -25,6 +25,8 @@ datasets, the fixed step batch, tensor summaries). One CPU thread, float32 matmu
    TerraTorch's data module delivers it, the batch itself (its filenames, masks, sampled inputs);
    then a one-epoch run of OUR trainer on that dataset, and ``Trainer.validate`` of its checkpoint
    through the YAML (val metrics), and ``Trainer.fit(ckpt_path=<last>)`` resuming it for one epoch.
+4. ``tim_layout.json``: the key → shape layout of TerraTorch's tiny TiM task for our TiM recipe (a
+   checkpoint our writer made for it loads there strictly: ``tim_loaded_strict`` in goldens.json).
 """
 
 from __future__ import annotations
@@ -223,6 +225,35 @@ def checkpoint_goldens(work: Path) -> tuple[dict[str, np.ndarray], dict]:
     return out, meta
 
 
+def tim_layout(work: Path) -> tuple[dict, bool]:
+    """Key → shape of TerraTorch's tiny TiM task for our TiM recipe, and whether a checkpoint written by
+    our writer (rule-filled network + untrained TiM tokenizer) loads into it strictly."""
+    from terramind_qgis.models.segmentation.config import config_from_task_args
+    from terramind_qgis.models.training.network import tim_tokenizer_tensors
+    from terramind_qgis.models.training.recipe import task_args
+
+    recipe = Recipe(backbone="terramind_v1_tiny_tim")
+    targs = task_args(recipe, 2, ("Others", "Water"), None, True)
+    task = SemanticSegmentationTask(**copy.deepcopy(targs))
+    layout = {k: list(v.shape) for k, v in task.state_dict().items()}
+    groups: dict[int, list[str]] = {}
+    for key, tensor in task.state_dict(keep_vars=True).items():  # names of one shared tensor
+        groups.setdefault(id(tensor), []).append(key)
+    shared = sorted(g for g in groups.values() if len(g) > 1)
+    cfg = config_from_task_args(targs, {})
+    net = build_pixel_wise_model(cfg)
+    fill_module_(net, "model.")
+    optimizer = torch.optim.AdamW(terratorch_parameters(net))
+    ckpt = training_checkpoint(net, targs, recipe, criterion=criterion_for("dice", -1, None), optimizer=optimizer,
+                               scheduler=torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer), epochs=1,
+                               global_step=0, train_batches=0, val_batches=0, best_path=work / "tim.ckpt",
+                               best_loss=1.0, current_loss=1.0,
+                               extra_tensors=tim_tokenizer_tensors(cfg, untrained=True))  # fmt: skip
+    save_checkpoint(work / "tim.ckpt", ckpt)
+    SemanticSegmentationTask.load_from_checkpoint(work / "tim.ckpt", map_location="cpu")  # strict; raises if not
+    return {"tensors": layout, "shared": shared, "task_args": targs}, True
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     meta: dict = {
@@ -239,6 +270,8 @@ def main() -> None:
     for name, case in STEP_CASES.items():
         np.savez_compressed(OUT / f"step_{name}.npz", **step_golden(case))
     with tempfile.TemporaryDirectory() as tmp:
+        layout, meta["tim_loaded_strict"] = tim_layout(Path(tmp))
+        (OUT / "tim_layout.json").write_text(json.dumps(layout, indent=0))
         arrays, meta["checkpoint"] = checkpoint_goldens(Path(tmp))
     np.savez_compressed(OUT / "checkpoint.npz", **arrays)
     (OUT / "goldens.json").write_text(json.dumps(meta, indent=1))

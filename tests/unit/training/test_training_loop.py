@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ def test_progress_csv_and_curve(learned) -> None:
     assert {"lr", "train/loss", "val/loss", "val/mIoU", "val/IoU_Water", "val/Class_Accuracy_Others"} <= set(rows[0])
     assert [float(r["val/loss"]) for r in rows] == pytest.approx([r.val_loss for r in result.history], abs=1e-6)
     assert sum(int(r["best"]) for r in rows) >= 2 and rows[result.best_epoch - 1]["best"] == "1"
-    with rasterio.open(result.curve_png) as png:  # GDAL reads the PNG we encoded
-        rgb = np.moveaxis(png.read(), 0, -1)
+    with warnings.catch_warnings():  # a PNG has no georeferencing
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(result.curve_png) as png:  # GDAL reads the PNG we encoded
+            rgb = np.moveaxis(png.read(), 0, -1)
     assert rgb.shape == (430, 1000, 3)
     for color in (TRAIN, VAL, MIOU):  # each series is drawn
         assert (np.abs(rgb.astype(int) - color).sum(-1) == 0).sum() > 100

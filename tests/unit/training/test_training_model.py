@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +145,53 @@ def test_written_checkpoint_round_trips_through_our_loader(water_ds, tmp_path: P
         assert torch.equal(by_card(raw), ref) and torch.equal(by_hparams(raw), ref)
     assert "UNTRAINED" in (result.card.read_text() + result.config.read_text())
     assert np.isfinite(result.best_val_loss) and result.best_epoch == 1
+
+
+def test_tim_checkpoint_has_terratorchs_layout() -> None:
+    """Our TiM network + the TiM tokenizer TerraTorch keeps = the layout of TerraTorch's TiM task
+    (tools/goldens/training.py loaded such a checkpoint there strictly: ``tim_loaded_strict``)."""
+    import json
+
+    from terramind_qgis.models.segmentation.config import config_from_task_args
+    from terramind_qgis.models.training.network import tim_tokenizer_tensors
+
+    gold_dir = Path(__file__).resolve().parents[2] / "goldens" / "training"
+    gold = json.loads((gold_dir / "tim_layout.json").read_text())
+    assert json.loads((gold_dir / "goldens.json").read_text())["tim_loaded_strict"] is True
+    cfg = config_from_task_args(gold["task_args"], {})
+    net = build_training_network(cfg, load_encoder(cfg, untrained=True), seed=0)
+    state = task_state_dict(net, None, tim_tokenizer_tensors(cfg, untrained=True))
+    assert {k: list(v.shape) for k, v in state.items()} == gold["tensors"]
+    shared: dict[int, list[str]] = {}
+    for key, value in state.items():  # tensors that share memory are exactly the ones TerraTorch shares
+        shared.setdefault(value.untyped_storage().data_ptr(), []).append(key)
+    assert sorted(g for g in shared.values() if len(g) > 1) == gold["shared"]
+
+
+def test_mixed_precision_steps(three_class_ds, tiny_plan, tiny_net) -> None:
+    """bf16/fp16 autocast (Lightning's ``*-mixed``): the loss stays near fp32's and fp16 steps through a GradScaler."""
+    import copy
+
+    from terramind_qgis.models.training.losses import criterion_for
+    from terramind_qgis.models.training.step import StepContext, loss_of, train_step
+
+    ds = ChipDataset(three_class_ds, "train", ["S2L2A", "S1RTC"], tiny_plan.recipe.bands)
+    batch = collate([ds[i] for i in range(2)])
+    losses = {}
+    for precision in ("fp32", "bf16", "fp16"):
+        net = copy.deepcopy(tiny_net).train()
+        model = SegmentationModel(net, tiny_plan.config, (), None)  # type: ignore[arg-type]
+        ctx = StepContext(model, criterion_for("dice", -1, None), precision=precision)
+        with torch.no_grad():
+            losses[precision] = float(loss_of(ctx, batch, [0, 0], None)[0])
+        if precision == "fp16":
+            ctx.optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+            ctx.scaler = torch.amp.GradScaler("cpu")
+            before = net.head.head[2].weight.detach().clone()
+            for _ in range(20):  # the scaler skips steps whose scaled gradients overflow, halving its scale
+                assert math.isfinite(train_step(ctx, batch, [0, 0]))
+                if not torch.equal(before, net.head.head[2].weight):
+                    break
+            assert not torch.equal(before, net.head.head[2].weight) and ctx.scaler.get_scale() <= 65536.0
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    assert losses["fp16"] == pytest.approx(losses["fp32"], rel=0.01)

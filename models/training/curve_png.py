@@ -88,7 +88,10 @@ def _fmt(v: float) -> str:
     return f"{v:.0f}" if abs(v - round(v)) < 1e-9 and abs(v) >= 1 else f"{v:.3g}"
 
 
-def _panel(c: Canvas, box: tuple[int, int, int, int], epochs: Sequence[int], series: Sequence[tuple[str, Sequence[float], tuple[int, int, int]]],
+Series = tuple[str, Sequence[float], tuple[int, int, int]]  # (legend, values per epoch, colour)
+
+
+def _panel(c: Canvas, box: tuple[int, int, int, int], epochs: Sequence[int], series: Sequence[Series],
            ylabel: str, ylim: tuple[float, float] | None) -> None:  # fmt: skip
     x0, y0, x1, y1 = box
     values = [v for _, vs, _ in series for v in vs if math.isfinite(v)]

@@ -348,7 +348,9 @@ def read_dataset(folder: str | os.PathLike[str]) -> DatasetInfo:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
-        raise ConfigError(f"'{folder}' is not a fine-tuning dataset folder: cannot read {path.name} ({e.strerror})") from None
+        raise ConfigError(
+            f"'{folder}' is not a fine-tuning dataset folder: cannot read {path.name} ({e.strerror})"
+        ) from None
     except ValueError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -272,7 +272,8 @@ def terratorch_config(recipe: Recipe, info: DatasetInfo, task_args: Mapping[str,
         },  # fmt: skip
         "data": data_section(recipe, info, means, stds),
         "model": {"class_path": TASK_CLASS, "init_args": {k: v for k, v in task_args.items()}},
-        "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": recipe.lr, "weight_decay": recipe.weight_decay}},
+        "optimizer": {"class_path": "torch.optim.AdamW",
+                      "init_args": {"lr": recipe.lr, "weight_decay": recipe.weight_decay}},  # fmt: skip
         "lr_scheduler": {"class_path": "ReduceLROnPlateau",
                          "init_args": {"monitor": "val/loss", "factor": recipe.scheduler_factor,
                                        "patience": recipe.scheduler_patience}},  # fmt: skip

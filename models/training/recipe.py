@@ -230,7 +230,7 @@ def task_args(recipe: Recipe, num_classes: int, class_names: tuple[str, ...], cl
 
 
 def statistics(recipe: Recipe, modality: str, bands: tuple[str, ...], dataset_mean: tuple[float, ...],
-               dataset_std: tuple[float, ...], dataset_bands: tuple[str, ...]) -> tuple[list[float], list[float]]:  # fmt: skip
+               dataset_std: tuple[float, ...], dataset_bands: tuple[str, ...]) -> tuple[list[float], list[float]]:
     """(means, stds) of ``bands`` of ``modality``: TerraMind's pre-training statistics or the dataset's."""
     if recipe.statistics == "dataset":
         idx = [dataset_bands.index(b) for b in bands]

@@ -57,7 +57,9 @@ class StepContext:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
 
-def forward(ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: FeatureCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+def forward(
+    ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: FeatureCache | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits ``(B, K, H, W)``, mask ``(B, H, W)``) of a batch under D4 elements ``ks``."""
     k = torch.as_tensor(list(ks))
     mask = d4_batch(batch["mask"], k).to(ctx.device)  # (B, H, W)
@@ -69,7 +71,9 @@ def forward(ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: F
     return ctx.model.net(ctx.model.standardize(raw), **kwargs), mask
 
 
-def loss_of(ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: FeatureCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_of(
+    ctx: StepContext, batch: dict[str, Any], ks: Sequence[int], cache: FeatureCache | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, logits, mask) under the run's autocast: the part of ``training_step`` before ``backward``."""
     with ctx.autocast():
         logits, mask = forward(ctx, batch, ks, cache)

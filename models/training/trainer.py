@@ -45,8 +45,15 @@ from ..segmentation.model import Provenance, SegmentationModel
 from .augment import D4_ELEMENTS
 from .chip_dataset import ChipDataset, collate
 from .dataset import DatasetInfo, read_dataset
-from .export import (EXTRA_KEY, export_card, save_checkpoint, terratorch_config, terratorch_parameters,
-                     training_checkpoint, write_yaml)  # fmt: skip
+from .export import (
+    EXTRA_KEY,
+    export_card,
+    save_checkpoint,
+    terratorch_config,
+    terratorch_parameters,
+    training_checkpoint,
+    write_yaml,
+)
 from .features import FeatureCache
 from .history import EpochRecord, epoch_message, write_curve, write_metrics_csv
 from .losses import criterion_for

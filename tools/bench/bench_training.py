@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import PLUGIN_PATH, REFERENCE_PYTHON, REPO, machine, measure, write_mosaic
+from benchlib import PLUGIN_PATH, REFERENCE_PYTHON, machine, measure, write_mosaic
 
 SIZES = ("tiny", "base")
 CHIP, MOSAIC_SIZE, BLOCK = 224, 1344, 448
@@ -46,7 +46,6 @@ def make_dataset(folder: Path) -> Path:
     sys.path.insert(0, str(PLUGIN_PATH))
     import numpy as np
     import rasterio
-
     from terramind_qgis.models.core.modalities import MODALITIES, ClassInfo
     from terramind_qgis.models.training.dataset import GridInfo, write_dataset
     from terramind_qgis.models.training.split import chip_windows, spatial_block_split

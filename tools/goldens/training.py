@@ -52,17 +52,21 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "training"))
 
 from example_data import HLS6, step_batch, three_class_dataset  # noqa: E402
 from tensor_summary import summarise  # noqa: E402
-from terratorch.cli_tools import build_lightning_cli  # noqa: E402
-from terratorch.tasks import SemanticSegmentationTask  # noqa: E402
-
 from terramind_qgis.models.segmentation.model import build_pixel_wise_model  # noqa: E402
 from terramind_qgis.models.training.export import (  # noqa: E402
-    save_checkpoint, terratorch_config, terratorch_parameters, training_checkpoint, write_yaml)
+    save_checkpoint,
+    terratorch_config,
+    terratorch_parameters,
+    training_checkpoint,
+    write_yaml,
+)
 from terramind_qgis.models.training.losses import criterion_for  # noqa: E402
 from terramind_qgis.models.training.plan import plan_run  # noqa: E402
 from terramind_qgis.models.training.recipe import Recipe, necks  # noqa: E402
 from terramind_qgis.models.training.trainer import train  # noqa: E402
 from terramind_qgis.models.weights.untrained import deterministic_state_dict, fill_module_  # noqa: E402
+from terratorch.cli_tools import build_lightning_cli  # noqa: E402
+from terratorch.tasks import SemanticSegmentationTask  # noqa: E402
 
 OUT = REPO / "tests" / "goldens" / "training"
 CLASS_NAMES = ["Others", "Water", "Trees"]
@@ -122,7 +126,8 @@ def metric_goldens() -> dict[str, np.ndarray]:
             target[target == absent] = 1
         task.val_metrics.reset()
         task.val_metrics.update(preds, target)
-        values = {k.removeprefix("val/"): float(v) for k, v in task.val_metrics.compute().items() if k != "val/Boundary_mIoU"}
+        computed = task.val_metrics.compute()
+        values = {k.removeprefix("val/"): float(v) for k, v in computed.items() if k != "val/Boundary_mIoU"}
         out[f"{name}:preds"], out[f"{name}:target"] = preds.numpy(), target.numpy()
         out[f"{name}:names"] = np.array(sorted(values))
         out[f"{name}:values"] = np.array([values[k] for k in sorted(values)])
@@ -220,8 +225,9 @@ def checkpoint_goldens(work: Path) -> tuple[dict[str, np.ndarray], dict]:
     meta["validate"] = {k: float(v) for k, v in metrics.items()}
     cli = build_lightning_cli(["--config", str(result.config), "--trainer.max_epochs", "2"], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=str(result.last_checkpoint))
+    ours = torch.load(result.last_checkpoint, weights_only=True)
     meta["resumed"] = {"current_epoch": int(cli.trainer.current_epoch), "global_step": int(cli.trainer.global_step),
-                       "our_global_step": int(torch.load(result.last_checkpoint, weights_only=True)["global_step"])}  # fmt: skip
+                       "our_global_step": int(ours["global_step"])}  # fmt: skip
     return out, meta
 
 

@@ -11,7 +11,6 @@ import pytest
 import rasterio
 import torch
 from example_data import EXAMPLES, SCENES, WATER_CLASSES
-
 from terramind_qgis.models.core.errors import ConfigError, InputRasterError
 from terramind_qgis.models.training.augment import d4
 from terramind_qgis.models.training.chip_dataset import ChipDataset
@@ -143,7 +142,8 @@ def test_example_dataset_is_the_terratorch_layout(water_ds) -> None:
          rasterio.open(water_ds.image_path("S2L2A", "g0_r000064_c000128")) as chip:  # fmt: skip
         assert np.array_equal(chip.read(), src.read(window=((64, 128), (128, 192))))
         assert chip.crs == src.crs
-        assert tuple(chip.transform)[:6] == pytest.approx((10.0, 0.0, src.transform.c + 1280, 0.0, -10.0, src.transform.f - 640))
+        expected = (10.0, 0.0, src.transform.c + 1280, 0.0, -10.0, src.transform.f - 640)  # row 64, col 128
+        assert tuple(chip.transform)[:6] == pytest.approx(expected)
 
 
 def test_d4_is_the_dihedral_group() -> None:

@@ -23,20 +23,24 @@ import pytest
 import torch
 from example_data import step_batch
 from tensor_summary import deviation
-
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.config import config_from_task_args
 from terramind_qgis.models.segmentation.model import SegmentationModel, build_pixel_wise_model
 from terramind_qgis.models.training.chip_dataset import ChipDataset, collate
-from terramind_qgis.models.training.export import (save_checkpoint, terratorch_config, terratorch_parameters,
-                                                    training_checkpoint, write_yaml)  # fmt: skip
+from terramind_qgis.models.training.export import (
+    save_checkpoint,
+    terratorch_config,
+    terratorch_parameters,
+    training_checkpoint,  # fmt: skip
+    write_yaml,
+)
 from terramind_qgis.models.training.features import FeatureCache
 from terramind_qgis.models.training.losses import criterion_for
 from terramind_qgis.models.training.metrics import ConfusionMatrix
 from terramind_qgis.models.training.network import encode, set_backbone_trainable_
 from terramind_qgis.models.training.plan import plan_run
 from terramind_qgis.models.training.recipe import Recipe
-from terramind_qgis.models.training.step import StepContext, loss_of, train_step
+from terramind_qgis.models.training.step import StepContext, train_step
 from terramind_qgis.models.training.trainer import train
 from terramind_qgis.models.weights.untrained import fill_module_
 

@@ -12,7 +12,6 @@ import pytest
 import rasterio
 import torch
 from conftest import RecordingProgress
-
 from terramind_qgis.models.core.errors import CancelledError, ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.training import trainer as trainer_module

@@ -28,6 +28,7 @@ checkpoint was kept.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -278,6 +279,8 @@ def train(
         for cache in (ctx.train_cache, ctx.val_cache):
             if cache is not None:
                 cache.close()
+        with contextlib.suppress(OSError):
+            (out / ".scratch").rmdir()  # only when it exists and is empty
     progress.set_progress(100.0)
     best_model = load_segmentation_model(paths["best"], paths["yaml"])  # the card comes from the file itself
     best_model.classes = info.classes

@@ -19,7 +19,11 @@ Runs, each in its own process (wall time and peak RSS of the process, ``benchlib
   TerraTorch with ``freeze_backbone: true``; 2 epochs;
 - terratorch 1.2.11 ``fit`` through the YAML our run wrote (``freeze_backbone: true``, same data
   module over the same folder, same batch size), one epoch, via ``build_lightning_cli`` with a
-  callback timing the epoch (train + validation), in the reference venv.
+  callback timing the epoch (train + validation), in the reference venv; once as shipped
+  (``import terratorch`` sets float32 matmul precision "medium", which lets oneDNN use bf16 on CPUs
+  with avx512_bf16/AMX) and once with ``terratorch_FLOAT_32_PRECISION=highest`` (fp32, like ours).
+
+Each configuration runs ``--repeats`` times (default 2): on a shared machine take the minimum.
 
 Per run: setup seconds (start to the first batch: imports, model building, dataset), seconds per
 epoch (train + validation), wall seconds, peak RSS (MiB).
@@ -138,6 +142,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench-results/bench_training.json")
     parser.add_argument("--work", default=None, help="folder for the dataset and runs (default: a temporary one)")
     parser.add_argument("--sizes", nargs="*", default=list(SIZES))
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each configuration (the machine is shared)")
     parser.add_argument("--ours-side", nargs=5, metavar=("DATASET", "OUT", "SIZE", "CACHED", "EPOCHS"))
     parser.add_argument("--reference-side", nargs=2, metavar=("CONFIG", "EPOCHS"))
     args = parser.parse_args()
@@ -158,21 +163,26 @@ def main() -> None:
         script = str(Path(__file__).resolve())
         for size in args.sizes:
             config = None
-            for name, cached, epochs in (("frozen+cached", 1, 3), ("frozen", 0, 2)):
-                log = work / f"{size}-{name}.log"
-                cmd = [sys.executable, script, "--ours-side", str(dataset), str(work / f"{size}-{name}"), size,
-                       str(cached), str(epochs)]  # fmt: skip
-                run = measure(cmd, log, env)
-                run.update(_last_json(log))
-                config = config or run.pop("config")
-                run.pop("config", None)
-                report["runs"][f"ours {size} {name}"] = run
-                print(f"ours {size} {name}: {run}", flush=True)
-            log = work / f"{size}-terratorch.log"
-            run = measure([str(REFERENCE_PYTHON), script, "--reference-side", config, "1"], log, env)
-            run.update(_last_json(log))
-            report["runs"][f"terratorch {size} frozen"] = run
-            print(f"terratorch {size} frozen: {run}", flush=True)
+            for repeat in range(args.repeats):
+                for name, cached, epochs in (("frozen+cached", 1, 3), ("frozen", 0, 2)):
+                    log = work / f"{size}-{name}-{repeat}.log"
+                    cmd = [sys.executable, script, "--ours-side", str(dataset), str(work / f"{size}-{name}-{repeat}"),
+                           size, str(cached), str(epochs)]  # fmt: skip
+                    run = measure(cmd, log, env)
+                    run.update(_last_json(log))
+                    config = config or run["config"]
+                    run.pop("config", None)
+                    report["runs"].setdefault(f"ours {size} {name}", []).append(run)
+                    print(f"ours {size} {name}: {run}", flush=True)
+                # terratorch as shipped (``import terratorch`` sets float32 matmul precision "medium": bf16
+                # matmuls where the CPU has them) and with terratorch_FLOAT_32_PRECISION=highest (fp32, as ours)
+                for precision in ("medium", "highest"):
+                    log = work / f"{size}-terratorch-{precision}-{repeat}.log"
+                    tenv = {**env, "terratorch_FLOAT_32_PRECISION": precision}
+                    run = measure([str(REFERENCE_PYTHON), script, "--reference-side", config, "1"], log, tenv)
+                    run.update(_last_json(log))
+                    report["runs"].setdefault(f"terratorch {size} frozen ({precision})", []).append(run)
+                    print(f"terratorch {size} frozen ({precision}): {run}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))

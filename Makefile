@@ -42,7 +42,8 @@ goldens: plugin-link
 	nice -n 5 "$$ref" tools/goldens/terramind.py --variants tiny base --e2e; \
 	nice -n 5 "$$ref" tools/goldens/checkpoint_layouts.py; \
 	nice -n 5 "$$ref" tools/goldens/segmentation.py; \
-	nice -n 5 "$$ref" tools/goldens/temporal.py
+	nice -n 5 "$$ref" tools/goldens/temporal.py; \
+	nice -n 5 "$$ref" tools/goldens/training.py
 
 # The plugin ZIP for Plugins > Manage and Install Plugins > Install from ZIP and plugins.qgis.org:
 # dist/terramind_qgis-<version>.zip, checked against the plugin repository's rules (tools/package.py).

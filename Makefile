@@ -13,10 +13,14 @@ PYTEST_ARGS  ?=
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test demo bench goldens package setup system-deps plugin-link test-unit test-qgis test-gui clean
+.PHONY: test test-fast lint demo bench goldens package setup system-deps plugin-link test-unit test-qgis test-gui clean
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop: everything but the tests marked slow (full-size goldens, real environments, the desktop).
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -172,6 +172,7 @@ def test_lulc_logits_at_224(loaded: tuple[str, VQVAE]) -> None:
     assert torch.equal(tok.reconstruct(ids[:, None]), tok.decode_tokens(tokens_one_hot))
 
 
+@pytest.mark.slow  # ten full-size DiVAE UNet passes
 @pytest.mark.parametrize("loaded", [DEM_ID], indirect=True)
 def test_each_ddim_step_of_a_10_step_decode(loaded: tuple[str, DiVAE]) -> None:
     _, tok = loaded

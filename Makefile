@@ -18,6 +18,11 @@ export PYTHONDONTWRITEBYTECODE := 1
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Static checks: ruff (pyproject.toml) and the layering rules (tests/unit/test_layering.py).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit/test_layering.py
+
 # The inner loop: everything but the tests marked slow (full-size goldens, real environments, the desktop).
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

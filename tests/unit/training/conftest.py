@@ -32,25 +32,3 @@ def water_ds(tmp_path_factory):
 @pytest.fixture(scope="session")
 def three_class_ds(tmp_path_factory):
     return three_class_dataset(tmp_path_factory.mktemp("three") / "dataset")
-
-
-class RecordingProgress:
-    """A Progress that records everything and cancels when ``cancel_when(self)`` says so."""
-
-    def __init__(self, cancel_when=None) -> None:
-        self.percent: list[float] = []
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.cancel_when = cancel_when
-
-    def set_progress(self, percent: float) -> None:
-        self.percent.append(percent)
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def is_canceled(self) -> bool:
-        return bool(self.cancel_when and self.cancel_when(self))

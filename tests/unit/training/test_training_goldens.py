@@ -23,6 +23,7 @@ import pytest
 import torch
 from example_data import step_batch
 from tensor_summary import deviation
+from testlib.tolerances import relative_error as rel
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.config import config_from_task_args
 from terramind_qgis.models.segmentation.model import SegmentationModel, build_pixel_wise_model
@@ -49,8 +50,6 @@ META = json.loads((GOLD / "goldens.json").read_text())
 S2_MEAN_STD = {"means": {"S2L2A": [0.0] * 12}, "stds": {"S2L2A": [1.0] * 12}}  # the step batch is standardised
 
 
-def rel(ours: float | np.ndarray, ref: float | np.ndarray) -> float:
-    return float(np.abs(np.asarray(ours, np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 @pytest.mark.parametrize("prefix", ["", "absent_"], ids=["all-classes", "class2-absent"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import RecordingProgress
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.errors import CancelledError, ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.training import trainer as trainer_module
@@ -48,7 +48,7 @@ def test_it_learns_water(learned, water_ds) -> None:
 
 def test_progress_csv_and_curve(learned) -> None:
     result, progress, out, _ = learned
-    assert progress.percent == sorted(progress.percent) and progress.percent[-1] == 100.0
+    assert progress.percents == sorted(progress.percents) and progress.percents[-1] == 100.0
     per_epoch = [m for m in progress.infos if m.startswith("epoch ") and "train loss" in m]
     assert len(per_epoch) == 12
     assert all("val loss" in m and "val mIoU" in m and "IoU: Others" in m and "Water" in m for m in per_epoch)
@@ -90,7 +90,7 @@ def test_cancel_keeps_the_best_checkpoint_and_says_so(water_ds, tmp_path: Path) 
     early = tmp_path / "early"
     with pytest.raises(CancelledError, match="before the first epoch finished: no checkpoint was written"):
         train(water_ds, early, Recipe(max_epochs=2, batch_size=4), untrained=True,
-              progress=RecordingProgress(lambda p: len(p.percent) >= 2))  # fmt: skip
+              progress=RecordingProgress(lambda p: len(p.percents) >= 2))  # fmt: skip
     assert sorted(p.name for p in early.iterdir()) == ["model.yaml"]
 
 

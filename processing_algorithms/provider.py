@@ -11,11 +11,13 @@ from .export_model_to_onnx import ExportModelToOnnxAlgorithm
 from .generate_modalities import GenerateModalitiesAlgorithm
 from .map_water_zero_shot import MapWaterZeroShotAlgorithm
 from .reconstruct_with_tokenizer import ReconstructWithTokenizerAlgorithm
+from .run_on_many_scenes import RunOnManyScenesAlgorithm
 from .segment_with_finetuned_model import SegmentWithFinetunedModelAlgorithm
 from .set_up_environment import SetUpEnvironmentAlgorithm
 
 ALGORITHMS = (ReconstructWithTokenizerAlgorithm, GenerateModalitiesAlgorithm, SegmentWithFinetunedModelAlgorithm,
-              MapWaterZeroShotAlgorithm, SetUpEnvironmentAlgorithm, DownloadModelsAlgorithm, ExportModelToOnnxAlgorithm)
+              MapWaterZeroShotAlgorithm, SetUpEnvironmentAlgorithm, DownloadModelsAlgorithm, ExportModelToOnnxAlgorithm,
+              RunOnManyScenesAlgorithm)
 
 
 class TerraMindProvider(QgsProcessingProvider):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from ..core.job import ModelRequest
 from ..core.progress import Progress
 from ..segmentation.config import SegmentationConfig
 from ..segmentation.decoders import UNetDecoder, build_decoder
@@ -63,13 +64,13 @@ def load_encoder(
     from ..build import load_backbone, load_tim
 
     names = [i.name for i in cfg.inputs]
+    request = ModelRequest(cfg.catalogue_id, weights=weights, untrained=untrained)
     if cfg.is_tim:
-        encoder = load_tim(cfg.catalogue_id, names, cfg.tim_modalities, merge_method=cfg.merge_method,
+        encoder = load_tim(request, names, cfg.tim_modalities, merge_method=cfg.merge_method,
                            tim_chained_generations=bool(cfg.tim_options.get("tim_chained_generations", True)),
-                           weights=weights, untrained=untrained, progress=progress)  # fmt: skip
+                           progress=progress)  # fmt: skip
     else:
-        encoder = load_backbone(cfg.catalogue_id, names, merge_method=cfg.merge_method, bands=cfg.bands,
-                                weights=weights, untrained=untrained, progress=progress)  # fmt: skip
+        encoder = load_backbone(request, names, merge_method=cfg.merge_method, bands=cfg.bands, progress=progress)
     return own_memory_(encoder)
 
 
@@ -108,7 +109,7 @@ def tim_tokenizer_tensors(cfg: SegmentationConfig, *, untrained: bool = False,
     spec = catalogue.get(cfg.catalogue_id)
     out: dict[str, torch.Tensor] = {}
     for modality in cfg.tim_modalities:
-        tok = load_tokenizer(catalogue.tokenizer_for(spec, modality).id, untrained=untrained, progress=progress)
+        tok = load_tokenizer(ModelRequest(catalogue.tokenizer_for(spec, modality).id, untrained=untrained), progress=progress)
         out.update({f"encoder.tokenizer.{output_key(modality)}.{k}": v for k, v in tok.state_dict().items()})
     return out
 

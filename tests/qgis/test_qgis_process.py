@@ -13,10 +13,6 @@ import pytest
 from tm_helpers import CATALOGUE, REPO, raster_facts
 
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"  # the wrapper breaks on Debian
-pytestmark = [
-]
-
-
 @pytest.fixture
 def cli_env(tmp_path, worker_python):
     site_packages = glob.glob(str(REPO / ".venv" / "lib" / "python3*" / "site-packages"))
@@ -82,3 +78,15 @@ def test_worker_error_is_one_error_line_without_traceback(cli_env, tmp_path):
     assert "cannot get weights file 'TerraMind_v1_tiny.pt'" in errors[0] and "HF_HUB_OFFLINE=1" in errors[0]
     assert "Traceback" not in done.stdout + done.stderr
     assert not folder.exists() or not any(folder.iterdir())  # nothing half-downloaded left behind
+
+
+def test_many_scenes_from_the_shell(cli_env, tmp_path):
+    """The fleet from qgis_process: two scenes on local Dask workers, the manifest and the counts in the results."""
+    from test_run_on_many_scenes import _scenes, _template
+
+    done = _qgis_process(cli_env, "--json", "run", "terramind:runonmanyscenes", "--", f"TEMPLATE={_template(tmp_path)}",
+                         f"SCENE_PATTERN={_scenes(tmp_path / 'scenes')}", f"OUTPUT_FOLDER={tmp_path / 'out'}", "WORKERS=1")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert (results["SUCCEEDED"], results["FAILED"]) == (2, 0)
+    assert os.path.isfile(results["MANIFEST"]) and len(list((tmp_path / "out").glob("*/rec.tif"))) == 2

@@ -11,6 +11,7 @@ classes) and the confusion matrix (rows: true class, columns: predicted; counts 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,13 +41,16 @@ def feature_folds(feature_class: np.ndarray, folds: int, rng: np.random.Generato
 
 
 def cross_validate(x: np.ndarray, y: np.ndarray, groups: np.ndarray, group_fold: np.ndarray, k: int,
-                   regularization: float) -> CrossValidation:  # fmt: skip
-    """Out-of-fold predictions of every sample; ``groups`` index ``group_fold`` (fold of each feature)."""
+                   regularization: float, before_fold: Callable[[int, int], None] | None = None) -> CrossValidation:  # fmt: skip
+    """Out-of-fold predictions of every sample; ``groups`` index ``group_fold`` (fold of each feature).
+    ``before_fold(f, folds)`` is called before each fit (progress, cancellation)."""
     sample_fold = group_fold[groups]
     folds = int(group_fold.max()) + 1
     predicted = np.zeros(len(y), np.int64)
     fold_accuracy = []
     for f in range(folds):
+        if before_fold is not None:
+            before_fold(f, folds)
         test = sample_fold == f
         if not test.any():
             continue

@@ -11,6 +11,7 @@ in float64 for the fit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +42,10 @@ def _seed_centres(x: np.ndarray, k: int, rng: np.random.Generator, x_sq: np.ndar
     return np.stack(centres)
 
 
-def fit_kmeans(x: np.ndarray, k: int, rng: np.random.Generator, max_iterations: int = 100) -> KMeansResult:
-    """Cluster the rows of ``x`` ``(n, D)`` into ``k`` clusters (``n >= k``)."""
+def fit_kmeans(x: np.ndarray, k: int, rng: np.random.Generator, max_iterations: int = 100,
+               before_iteration: Callable[[int, int], None] | None = None) -> KMeansResult:  # fmt: skip
+    """Cluster the rows of ``x`` ``(n, D)`` into ``k`` clusters (``n >= k``); ``before_iteration(i, max)``
+    is called before each Lloyd iteration (progress, cancellation)."""
     x = np.asarray(x, np.float64)
     if len(x) < k:
         raise ValueError(f"{len(x)} points cannot form {k} clusters")
@@ -51,6 +54,8 @@ def fit_kmeans(x: np.ndarray, k: int, rng: np.random.Generator, max_iterations: 
     labels = np.full(len(x), -1)
     converged, it = False, 0
     for it in range(1, max_iterations + 1):
+        if before_iteration is not None:
+            before_iteration(it - 1, max_iterations)
         d = _sq_dist(x, centres, x_sq)
         new = d.argmin(axis=1)
         if np.array_equal(new, labels):

@@ -130,7 +130,8 @@ def training_samples(raster: EmbeddingRaster, params: ClassifyParams, classes: t
     return Samples(np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), feature_class)
 
 
-def train(raster: EmbeddingRaster, params: ClassifyParams, ctx: RunContext) -> tuple[classifier_file.SavedClassifier, dict]:
+def train(raster: EmbeddingRaster, params: ClassifyParams, ctx: RunContext, start: float
+          ) -> tuple[classifier_file.SavedClassifier, dict]:  # fmt: skip
     assert params.labels is not None
     classes = class_table(params.labels.labels)
     rng = np.random.default_rng(params.seed)
@@ -143,7 +144,10 @@ def train(raster: EmbeddingRaster, params: ClassifyParams, ctx: RunContext) -> t
                           "folds test without them")  # fmt: skip
     ctx.progress.info(f"few-shot classifier: {k} classes, {len(s.feature_class)} labelled features, {len(s.y)} embedding "
                       f"pixels; {params.folds}-fold cross-validation over features")  # fmt: skip
-    cv = cross_validate(s.x, s.y, s.groups, feature_folds(s.feature_class, params.folds, rng), k, params.regularization)
+    step = lambda f, n: check_progress(ctx.progress, f, n + 1, start, start + 20)  # noqa: E731
+    cv = cross_validate(s.x, s.y, s.groups, feature_folds(s.feature_class, params.folds, rng), k, params.regularization,
+                        step)  # fmt: skip
+    step(params.folds, params.folds)
     model = fit_softmax(s.x, s.y, k, s.groups, params.regularization)
     ctx.progress.info(f"cross-validated accuracy {100 * cv.accuracy:.1f} % (balanced {100 * cv.balanced_accuracy:.1f} %)")
     training = {
@@ -186,6 +190,7 @@ def predict(raster: EmbeddingRaster, model: SoftmaxModel, classes: tuple[ClassIn
         writers["classes"].write(*at, label, valid)
         if "probabilities" in writers:
             writers["probabilities"].write(*at, prob, valid)
+    check_progress(ctx.progress, 1, 1, 99.0, 99.0)
     return counts
 
 
@@ -197,7 +202,7 @@ def run(req: ClassifyRequest, ctx: RunContext) -> dict[str, Any]:
         raster = req.source.open(ctx)
         start = 80.0 if computing else 0.0
         if req.saved is None:
-            saved, training = train(raster, p, ctx)
+            saved, training = train(raster, p, ctx, start)
             if req.classifier_out:
                 table = f"{req.classifier_out}.partial-{os.getpid()}.json"
                 classifier_file.save(table, saved, p.regularization, plugin_version())
@@ -209,7 +214,8 @@ def run(req: ClassifyRequest, ctx: RunContext) -> dict[str, Any]:
         job = summarized(req.job, "labels")
         for spec in output_specs(req, saved.classes):
             ctx.outputs.open(spec, grid, job, info, ctx.device.description)
-        counts = predict(raster, saved.model, saved.classes, ctx.outputs.writers, p.upsample, ctx, start + 5)
+        counts = predict(raster, saved.model, saved.classes, ctx.outputs.writers, p.upsample, ctx,
+                         start + 20 if req.saved is None else start)  # fmt: skip
         paths = ctx.commit()
         if table and req.classifier_out:
             os.replace(table, req.classifier_out)

@@ -65,7 +65,7 @@ def sample(raster: EmbeddingRaster, params: ClusterParams, ctx: RunContext, star
     windows = list(raster.windows(raster.dim))
     counts = []
     for n, win in enumerate(windows):
-        check_progress(ctx.progress, n, len(windows), start, start + 10)
+        check_progress(ctx.progress, n, len(windows), start, start + 0.1 * (99.0 - start))
         counts.append(int(raster.read(*win)[1].sum()))  # all bands: the same validity as the gathering pass
     total = sum(counts)
     if total < params.k:
@@ -74,7 +74,7 @@ def sample(raster: EmbeddingRaster, params: ClusterParams, ctx: RunContext, star
     chosen = np.sort(np.random.default_rng(params.seed).choice(total, size=size, replace=False))
     out, offset = [], 0
     for n, (win, count) in enumerate(zip(windows, counts)):
-        check_progress(ctx.progress, n, len(windows), start + 10, start + 30)
+        check_progress(ctx.progress, n, len(windows), start + 0.1 * (99.0 - start), start + 0.3 * (99.0 - start))
         lo, hi = np.searchsorted(chosen, [offset, offset + count])
         if hi > lo:
             data, valid = raster.read(*win)
@@ -105,7 +105,8 @@ def run(req: ClusterRequest, ctx: RunContext) -> dict[str, Any]:
         span = 99.0 - start
         x = sample(raster, p, ctx, start)
         ctx.progress.info(f"k-means: {p.k} clusters fitted on {len(x)} of the valid embedding pixels (seed {p.seed})")
-        fit = fit_kmeans(x, p.k, np.random.default_rng(p.seed), p.max_iterations)
+        fit = fit_kmeans(x, p.k, np.random.default_rng(p.seed), p.max_iterations,
+                         lambda i, n: check_progress(ctx.progress, i, n, start + 0.3 * span, start + 0.35 * span))  # fmt: skip
         if not fit.converged:
             ctx.progress.warn(f"k-means did not converge in {p.max_iterations} iterations; the clusters may still move")
         colours = qualitative_palette(p.k)
@@ -120,6 +121,7 @@ def run(req: ClusterRequest, ctx: RunContext) -> dict[str, Any]:
             labels = assign(unit_rows(data.reshape(raster.dim, -1).T), fit.centres).reshape(h, w)
             pixels += np.bincount(labels[valid], minlength=p.k)
             writer.write(row, col, labels[None].astype(np.float32), valid)
+        check_progress(ctx.progress, 1, 1, 99.0, 99.0)
         if req.centres:
             table = write_centres(req.centres, fit.centres, pixels)
         paths = ctx.commit()

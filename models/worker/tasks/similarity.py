@@ -81,6 +81,7 @@ def run(req: SimilarityRequest, ctx: RunContext) -> dict[str, Any]:
             if valid.any():
                 v = sim[0][valid]
                 low, high, total, count = min(low, float(v.min())), max(high, float(v.max())), total + float(v.sum()), count + v.size
+        check_progress(ctx.progress, 1, 1, 99.0, 99.0)
         paths = ctx.commit()
     finally:
         req.close()

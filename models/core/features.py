@@ -83,7 +83,8 @@ class FeatureSet:
         out = self.outside(bounds)
         if out:
             shown = ", ".join(str(i) for i in out[:10]) + (f" and {len(out) - 10} more" if len(out) > 10 else "")
-            raise ConfigError(f"{_plural(len(out), 'feature')} ({shown}) of {len(self.features)} lie outside {what} "
+            verb = "lies" if len(out) == 1 else "lie"
+            raise ConfigError(f"{_plural(len(out), 'feature')} ({shown}) of {len(self.features)} {verb} outside {what} "
                               f"(bounds {[round(v, 3) for v in bounds]}); move them inside or remove them",
                               field=field)  # fmt: skip
 

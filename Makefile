@@ -13,10 +13,19 @@ PYTEST_ARGS  ?=
 export QT_QPA_PLATFORM ?= offscreen
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: test demo bench goldens package setup system-deps plugin-link test-unit test-qgis test-gui clean
+.PHONY: test test-fast lint demo bench goldens package setup system-deps plugin-link test-unit test-qgis test-gui clean
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Static checks: ruff (pyproject.toml) and the layering rules (tests/unit/test_layering.py).
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit/test_layering.py
+
+# The inner loop: everything but the tests marked slow (full-size goldens, real environments, the desktop).
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -42,7 +51,8 @@ goldens: plugin-link
 	nice -n 5 "$$ref" tools/goldens/terramind.py --variants tiny base --e2e; \
 	nice -n 5 "$$ref" tools/goldens/checkpoint_layouts.py; \
 	nice -n 5 "$$ref" tools/goldens/segmentation.py; \
-	nice -n 5 "$$ref" tools/goldens/temporal.py
+	nice -n 5 "$$ref" tools/goldens/temporal.py; \
+	nice -n 5 "$$ref" tools/goldens/training.py
 
 # The plugin ZIP for Plugins > Manage and Install Plugins > Install from ZIP and plugins.qgis.org:
 # dist/terramind_qgis-<version>.zip, checked against the plugin repository's rules (tools/package.py).

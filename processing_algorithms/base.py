@@ -8,9 +8,10 @@ override ``results(plan, result, feedback)`` (the worker's result → Processing
 ``after_run(...)`` (QGIS-side work on the written files, e.g. polygons). The base class
 
 1. checks the plan before a run (``checkParameterValues``: the dialog shows the message at once);
-2. in ``processAlgorithm``: finds the worker interpreter, exports non-file layers, writes the job,
-   runs the worker (``worker_client``), registers styles for the outputs Processing will load, and
-   calls ``results`` and ``after_run``;
+2. in ``processAlgorithm``: finds the worker interpreter, ``execute``s the plan (by default: exports
+   non-file layers, writes the job, runs the worker through ``worker_client``; the fleet algorithm
+   runs the fleet command instead), registers styles for the outputs Processing will load, and calls
+   ``results`` and ``after_run``;
 3. turns every ``TerraMindError`` raised by any of these into ONE ``QgsProcessingException`` led by
    the parameter at fault (``field_names``: job field -> parameter key); any other exception
    propagates unchanged so QGIS shows its traceback.
@@ -44,7 +45,7 @@ from .parameters import SHARED_FIELDS
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "terramind.svg")
 HELP_URL = "https://github.com/terramind-qgis/terramind-qgis/blob/main/README.md"
 GROUPS = {"generation": "Generation", "segmentation": "Segmentation", "embeddings": "Embeddings",
-          "tokenizers": "Tokenizers", "environment": "Environment"}  # fmt: skip
+          "tokenizers": "Tokenizers", "environment": "Environment", "fleet": "Many scenes"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,13 @@ class TerraMindAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
         """QGIS-side work on the written outputs (inside the error boundary); returns the outputs."""
         return outputs
 
+    def execute(self, plan: RunPlan, interpreter: environment.Interpreter, context: QgsProcessingContext,
+            feedback: QgsProcessingFeedback) -> dict[str, Any]:  # fmt: skip
+        """Run the plan: by default one worker job (non-file layers exported first); its ``result`` event."""
+        with tempfile.TemporaryDirectory(prefix="terramind-inputs-") as tmp:
+            job = self._job(plan, tmp, context, feedback)
+            return worker_client.run_job(job, interpreter, feedback)
+
     def field_names(self) -> dict[str, str]:
         """Job field -> parameter key, for leading messages with the parameter at fault."""
         return {**SHARED_FIELDS, **self.FIELDS}
@@ -173,9 +181,7 @@ class TerraMindAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
             if plan.model.untrained:
                 feedback.pushWarning("UNTRAINED weights: deterministic test weights, not a trained model. "
                                      "Outputs are tagged UNTRAINED and are not meaningful.")
-            with tempfile.TemporaryDirectory(prefix="terramind-inputs-") as tmp:
-                job = self._job(plan, tmp, context, feedback)
-                result = worker_client.run_job(job, interpreter, feedback)
+            result = self.execute(plan, interpreter, context, feedback)
             for target in plan.outputs.values():
                 styling.attach_style(context, target.path, target.style, target.layer_name)
             outputs = self.results(plan, result, feedback)

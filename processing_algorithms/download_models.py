@@ -16,9 +16,9 @@ from qgis.core import (
 from ..models.core import catalogue
 from ..models.core.errors import ConfigError
 from ..models.core.job import ModelRequest, TilingSpec
+from ..models.core.modalities import TOKENIZED
 from . import parameters as p
 from .base import RunPlan, TerraMindAlgorithm
-from .reconstruct_with_tokenizer import MODALITIES as TOKENIZER_MODALITIES
 
 
 class DownloadModelsAlgorithm(TerraMindAlgorithm):
@@ -36,7 +36,7 @@ class DownloadModelsAlgorithm(TerraMindAlgorithm):
         default = "terramind_v1_base" if "terramind_v1_base" in models else None
         self.addParameter(p.enum_param(self.MODELS, self.tr("Models"), models, default, multiple=True))
         self.addParameter(p.enum_param(self.TOKENIZERS, self.tr("Tokenizers of the TerraMind models (empty: all)"),
-                                       list(TOKENIZER_MODALITIES), None, multiple=True, optional=True))  # fmt: skip
+                                       list(TOKENIZED), None, multiple=True, optional=True))  # fmt: skip
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.FOLDER, self.tr("Folder (empty: keep them in the Hugging Face cache)"), optional=True,
             createByDefault=False))  # fmt: skip

@@ -16,13 +16,14 @@ from .generate_modalities import GenerateModalitiesAlgorithm
 from .map_similarity import MapSimilarityAlgorithm
 from .map_water_zero_shot import MapWaterZeroShotAlgorithm
 from .reconstruct_with_tokenizer import ReconstructWithTokenizerAlgorithm
+from .run_on_many_scenes import RunOnManyScenesAlgorithm
 from .segment_with_finetuned_model import SegmentWithFinetunedModelAlgorithm
 from .set_up_environment import SetUpEnvironmentAlgorithm
 
 ALGORITHMS = (ReconstructWithTokenizerAlgorithm, GenerateModalitiesAlgorithm, SegmentWithFinetunedModelAlgorithm,
               MapWaterZeroShotAlgorithm, SetUpEnvironmentAlgorithm, DownloadModelsAlgorithm, ExportModelToOnnxAlgorithm,
-              ExtractEmbeddingsAlgorithm, MapSimilarityAlgorithm, ClusterEmbeddingsAlgorithm, ClassifyFewShotAlgorithm,
-              ApplyFewShotClassifierAlgorithm)
+              RunOnManyScenesAlgorithm, ExtractEmbeddingsAlgorithm, MapSimilarityAlgorithm, ClusterEmbeddingsAlgorithm,
+              ClassifyFewShotAlgorithm, ApplyFewShotClassifierAlgorithm)
 
 
 class TerraMindProvider(QgsProcessingProvider):

@@ -14,14 +14,13 @@ from qgis.core import (
 
 from ..models.core import catalogue
 from ..models.core.job import ModelRequest
-from ..models.core.modalities import get_modality
+from ..models.core.modalities import TOKENIZED, get_modality
 from ..models.core.params import ReconstructParams, require_weights
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .layers import check_input
 from .planning import destination, layer_name, read_extent
 
-MODALITIES = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
 
 
 class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
@@ -36,12 +35,12 @@ class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
     DIFFERENCE = "DIFFERENCE"
     PSNR = "PSNR"
     MAE = "MAE"
-    FIELDS = {**dict.fromkeys((f"inputs.{m}" for m in MODALITIES), "INPUT"), "params.modality": MODALITY,
+    FIELDS = {**dict.fromkeys((f"inputs.{m}" for m in TOKENIZED), "INPUT"), "params.modality": MODALITY,
               "outputs.reconstruction": OUTPUT, "outputs.difference": DIFFERENCE}  # fmt: skip
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
-        self.addParameter(p.enum_param(self.MODALITY, self.tr("Modality of the input"), list(MODALITIES), "S2L2A"))
+        self.addParameter(p.enum_param(self.MODALITY, self.tr("Modality of the input"), list(TOKENIZED), "S2L2A"))
         self.addParameter(p.band_mapping_param(self.BANDS, self.tr("Band mapping (the layer's bands in the modality's order)"),
                                                self.INPUT))
         self.addParameter(p.model_param("tokenizer", self.tr("Tokenizer (empty: the official one of the modality)"),

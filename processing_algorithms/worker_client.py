@@ -21,6 +21,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from qgis.core import Qgis, QgsMessageLog, QgsProcessingFeedback
@@ -92,13 +94,13 @@ class _StderrTail:
         self._thread.join(timeout=2)
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate the worker (it removes its partial files), kill it if it does not exit in time."""
+def stop_process(proc: subprocess.Popen, grace_s: float = TERMINATE_GRACE_S) -> None:
+    """Terminate the process (a worker removes its partial files), kill it if it does not exit in time."""
     if proc.poll() is not None:
         return
     proc.terminate()
     try:
-        proc.wait(timeout=TERMINATE_GRACE_S)
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
@@ -122,24 +124,29 @@ def _relay(ev: dict[str, Any], feedback: QgsProcessingFeedback) -> None:
         feedback.pushWarning(str(ev.get("message", "")))
 
 
-def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback) -> dict[str, Any]:
-    """Run ``job`` in a worker started with ``interpreter``; the worker's ``result`` event."""
-    workdir = tempfile.mkdtemp(prefix="terramind-job-")
-    job_path = os.path.join(workdir, "job.json")
-    with open(job_path, "w", encoding="utf-8") as f:
-        f.write(job.to_json())
-    outputs = list(job.outputs.values())
-    before = _snapshot([p for out in outputs for p in (out, *_sidecars(out))])
-    command = [interpreter.path, "-m", f"{package_name()}.models.worker", job_path]
-    feedback.pushDebugInfo("Worker: " + " ".join(command))
+@dataclass
+class Finished:
+    """How a process that speaks the protocol ended: its exit code, last ``result`` and ``error`` events."""
+
+    code: int
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    stderr: str
+
+
+def run_events(command: list[str], cwd: str, feedback: QgsProcessingFeedback, what: str,
+               on_cancel: Callable[[subprocess.Popen], None]) -> Finished:  # fmt: skip
+    """Start ``command`` (a process that writes protocol events on stdout: the worker, the fleet), relay
+    its progress/info/warning events to ``feedback`` while polling for cancel (``on_cancel`` then stops
+    it and ``CancelledError`` is raised), and return how it ended."""
+    feedback.pushDebugInfo(f"{what}: " + " ".join(command))
     try:
         proc = subprocess.Popen(
-            command, env=worker_environment(), cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            command, env=worker_environment(), cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
         )
     except OSError as e:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise WorkerError(f"could not start the TerraMind worker '{interpreter.path}': {e}") from None
+        raise WorkerError(f"could not start the {what} '{command[0]}': {e}") from None
     lines: queue.Queue = queue.Queue()
     pump = threading.Thread(target=pump_lines, args=(proc.stdout, lines), daemon=True)
     pump.start()
@@ -149,17 +156,13 @@ def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback)
     try:
         while True:
             if feedback.isCanceled():
-                started = time.monotonic()
-                stop_process(proc)
-                removed = remove_job_files(job, before)
-                feedback.pushInfo(f"Worker stopped {time.monotonic() - started:.1f} s after the cancel request; "
-                                  f"removed {len(removed)} unfinished file(s).")
-                raise CancelledError("TerraMind run cancelled; no output was written")
+                on_cancel(proc)
+                raise CancelledError(f"{what} cancelled")
             try:
                 line = lines.get(timeout=POLL_S)
             except queue.Empty:
                 continue
-            if line is None:  # stdout closed: the worker is exiting
+            if line is None:  # stdout closed: the process is exiting
                 break
             ev = parse_event(line)
             if ev is None:
@@ -179,17 +182,47 @@ def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback)
         stderr.join()
         for stream in (proc.stdout, proc.stderr):
             stream.close()
+    return Finished(code, result, error, stderr.text())
+
+
+def log_stderr(finished: Finished, what: str, feedback: QgsProcessingFeedback) -> None:
+    if finished.stderr:
+        feedback.pushDebugInfo(f"Last {what} messages:\n" + finished.stderr)
+        QgsMessageLog.logMessage(f"TerraMind {what} (exit code {finished.code}), last messages:\n{finished.stderr}",
+                                 LOG_TAG, Qgis.MessageLevel.Warning)  # fmt: skip
+
+
+def run_job(job: Job, interpreter: Interpreter, feedback: QgsProcessingFeedback) -> dict[str, Any]:
+    """Run ``job`` in a worker started with ``interpreter``; the worker's ``result`` event."""
+    workdir = tempfile.mkdtemp(prefix="terramind-job-")
+    job_path = os.path.join(workdir, "job.json")
+    with open(job_path, "w", encoding="utf-8") as f:
+        f.write(job.to_json())
+    outputs = list(job.outputs.values())
+    before = _snapshot([p for out in outputs for p in (out, *_sidecars(out))])
+
+    def cancel(proc: subprocess.Popen) -> None:
+        started = time.monotonic()
+        stop_process(proc)
+        removed = remove_job_files(job, before)
+        feedback.pushInfo(f"Worker stopped {time.monotonic() - started:.1f} s after the cancel request; "
+                          f"removed {len(removed)} unfinished file(s).")  # fmt: skip
+
+    command = [interpreter.path, "-m", f"{package_name()}.models.worker", job_path]
+    try:
+        try:
+            finished = run_events(command, workdir, feedback, "TerraMind worker", cancel)
+        except CancelledError:
+            raise CancelledError("TerraMind run cancelled; no output was written") from None
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    if result is not None and code == 0:
-        return result
-    tail = stderr.text()
-    if tail:
-        feedback.pushDebugInfo("Last worker messages:\n" + tail)
-        QgsMessageLog.logMessage(f"TerraMind worker (exit code {code}), last messages:\n{tail}", LOG_TAG, Qgis.MessageLevel.Warning)
+    if finished.result is not None and finished.code == 0:
+        return finished.result
+    log_stderr(finished, "worker", feedback)
     remove_job_files(job, before)
-    if error is not None:
-        raise error_from_event(error)
+    if finished.error is not None:
+        raise error_from_event(finished.error)
     raise WorkerError(
-        f"the TerraMind worker stopped unexpectedly (exit code {code}) without reporting an error; "
+        f"the TerraMind worker stopped unexpectedly (exit code {finished.code}) without reporting an error; "
         "its last messages are in the log (Log Messages panel, TerraMind tab)"
     )

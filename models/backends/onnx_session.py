@@ -15,7 +15,6 @@ says which providers the session really uses. CPU threads: ``TERRAMIND_NUM_THREA
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

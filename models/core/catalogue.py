@@ -26,7 +26,7 @@ from typing import Any, Literal
 from .configs import TerraMindConfig, TokenizerConfig
 from .errors import ConfigError, ModelNotFoundError
 from .job import ModelRequest
-from .modalities import MODALITIES
+from .modalities import IMAGE_OUTPUTS, INPUTS, MODALITIES, TOKENIZED
 
 OFFICIAL_REVISION = "main"
 HF_ORG = "ibm-esa-geospatial"
@@ -115,8 +115,7 @@ def _tokenizer(modality: str, kind: str, in_channels: int, levels: tuple[int, ..
     )
 
 
-_GENERATABLE = ("S2L2A", "S1GRD", "S1RTC", "DEM", "NDVI", "LULC")
-_TOKENIZERS = {m: f"terramind_v1_tokenizer_{m.lower()}" for m in _GENERATABLE}
+_TOKENIZERS = {m: MODALITIES[m].tokenizer_id for m in TOKENIZED}
 
 
 def _terramind(size: str, cfg: TerraMindConfig) -> ModelSpec:
@@ -126,8 +125,8 @@ def _terramind(size: str, cfg: TerraMindConfig) -> ModelSpec:
         title=f"TerraMind 1.0 {size}",
         config=cfg,
         weights=_source(f"{HF_ORG}/TerraMind-1.0-{size}", f"TerraMind_v1_{size}.pt"),
-        inputs=("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM", "LULC", "NDVI"),
-        outputs=_GENERATABLE,
+        inputs=INPUTS,
+        outputs=IMAGE_OUTPUTS,
         tokenizers=dict(_TOKENIZERS),
     )
 

@@ -40,6 +40,7 @@ class Modality:
     unit: str
     categorical: bool = False
     classes: tuple[ClassInfo, ...] = field(default=())
+    kind: str = ""  # what the values are, which decides the default style: optical, rgb, sar, elevation, index, classes
 
     @property
     def num_bands(self) -> int:
@@ -100,32 +101,35 @@ MODALITIES: dict[str, Modality] = {
     for m in (
         Modality("S2L2A", "Sentinel-2 L2A (surface reflectance)", "untok_sen2l2a@224",
                  "tok_sen2l2a@224", "terramind_v1_tokenizer_s2l2a", S2L2A_BANDS, S2L2A_LABELS,
-                 S2L2A_MEAN, S2L2A_STD, "reflectance x 10000"),
+                 S2L2A_MEAN, S2L2A_STD, "reflectance x 10000", kind="optical"),
         Modality("S2L1C", "Sentinel-2 L1C (top of atmosphere)", "untok_sen2l1c@224", None, None,
-                 S2L1C_BANDS, S2L1C_LABELS, S2L1C_MEAN, S2L1C_STD, "reflectance x 10000"),
+                 S2L1C_BANDS, S2L1C_LABELS, S2L1C_MEAN, S2L1C_STD, "reflectance x 10000", kind="optical"),
         Modality("S2RGB", "Sentinel-2 true colour (8-bit)", "untok_sen2rgb@224", None, None,
                  ("RED", "GREEN", "BLUE"), ("Red", "Green", "Blue"),
-                 (87.271, 80.931, 66.667), (58.767, 47.663, 42.631), "digital number 0-255"),
+                 (87.271, 80.931, 66.667), (58.767, 47.663, 42.631), "digital number 0-255", kind="rgb"),
         Modality("S1GRD", "Sentinel-1 GRD (backscatter)", "untok_sen1grd@224", "tok_sen1grd@224",
                  "terramind_v1_tokenizer_s1grd", ("VV", "VH"), ("VV", "VH"),
-                 (-12.599, -20.293), (5.195, 5.890), "dB"),
+                 (-12.599, -20.293), (5.195, 5.890), "dB", kind="sar"),
         Modality("S1RTC", "Sentinel-1 RTC (terrain-corrected backscatter)", "untok_sen1rtc@224",
                  "tok_sen1rtc@224", "terramind_v1_tokenizer_s1rtc", ("VV", "VH"), ("VV", "VH"),
-                 (-10.93, -17.329), (4.391, 4.459), "dB"),
+                 (-10.93, -17.329), (4.391, 4.459), "dB", kind="sar"),
         Modality("DEM", "Digital elevation model", "untok_dem@224", "tok_dem@224",
                  "terramind_v1_tokenizer_dem", ("DEM",), ("Elevation",), (670.665,), (951.272,),
-                 "m"),
+                 "m", kind="elevation"),
         Modality("NDVI", "Normalised difference vegetation index", "tok_ndvi@224",
                  "tok_ndvi@224", "terramind_v1_tokenizer_ndvi", ("NDVI",), ("NDVI",), (0.327,),
-                 (0.322,), "index -1..1"),
+                 (0.322,), "index -1..1", kind="index"),
         Modality("LULC", "Land use / land cover", "tok_lulc@224", "tok_lulc@224",
                  "terramind_v1_tokenizer_lulc", ("LULC",), ("Class",), (0.0,), (1.0,), "class",
-                 categorical=True, classes=LULC_CLASSES),
+                 categorical=True, classes=LULC_CLASSES, kind="classes"),
     )
 }  # fmt: skip
 
-IMAGE_OUTPUTS = tuple(m.name for m in MODALITIES.values() if m.can_be_output)
-INPUTS = tuple(m.name for m in MODALITIES.values() if m.can_be_input)
+# Every list of modalities elsewhere derives from the table:
+IMAGE_OUTPUTS = tuple(m.name for m in MODALITIES.values() if m.can_be_output)  # what TerraMind can generate
+INPUTS = tuple(m.name for m in MODALITIES.values() if m.can_be_input)  # what its encoder accepts
+RAW_INPUTS = tuple(m.name for m in MODALITIES.values() if m.can_be_input and not m.is_tokenized_input)  # pixels in
+TOKENIZED = tuple(m.name for m in MODALITIES.values() if m.tokenizer_id)  # modalities with an image tokenizer
 _BY_KEY = {k: m for m in MODALITIES.values() for k in (m.input_key, m.output_key) if k}
 
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from .catalogue import ModelSpec, tokenizer_for
 from .errors import ConfigError, UnsupportedModalityError
-from .modalities import get_modality
+from .modalities import RAW_INPUTS, get_modality
 
 DEFAULT_TIMESTEPS = 10  # DDIM steps: the IBM/terramind notebooks' value (the reference's own default is 50)
 MAX_TIMESTEPS = 1000
 MAX_SEED = 2**31 - 1
 MAP_WATER_OPTIONAL_INPUTS = ("S1GRD", "S1RTC")
-FINETUNED_INPUTS = ("S2L2A", "S2L1C", "S2RGB", "S1GRD", "S1RTC", "DEM")  # what fine-tuned backbones read raw
+FINETUNED_INPUTS = RAW_INPUTS  # fine-tuned TerraTorch backbones read pixels, not tokens
 
 
 # ----------------------------------------------------------------------------- readers

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 from .errors import ConfigError
-from .modalities import LULC_CLASSES, ClassInfo
+from .modalities import LULC_CLASSES, MODALITIES, ClassInfo
 
 Renderer = Literal["multibandcolor", "singlebandgray", "singlebandpseudocolor", "paletted"]
 ClassesArg = Union[Iterable[ClassInfo], Iterable[tuple[int, str, str]], Mapping[int, tuple[str, str]]]
@@ -60,7 +60,6 @@ NDVI_RANGE = (-1.0, 1.0)
 DEFAULT_MASK_CLASSES = (ClassInfo(0, "Background", "#000000"), ClassInfo(1, "Detected", "#1F78B4"))
 
 # Band shown for a single-band view of a multi-band modality (1-based): Sentinel-2 red, Sentinel-1 VV.
-DISPLAY_BAND = {"S2L2A": 4, "S2L1C": 4, "S2RGB": 1, "S1GRD": 1, "S1RTC": 1}
 
 
 @dataclass(frozen=True)
@@ -105,6 +104,12 @@ def _as_classes(classes: ClassesArg) -> tuple[ClassInfo, ...]:
     return tuple(out)
 
 
+def display_band(name: str) -> int:
+    """The band a one-band view of modality ``name`` shows: red for optical images, else the first."""
+    m = MODALITIES.get(name)
+    return m.bands.index("RED") + 1 if m is not None and m.kind in ("optical", "rgb") else 1
+
+
 def style_for(
     output: str,
     *,
@@ -114,13 +119,15 @@ def style_for(
     """The display style of ``output`` (a modality name or a role, see the module docstring)."""
     role, _, modality = output.partition(":")
     name = role.upper()
-    if name in ("S2L2A", "S2L1C", "S2RGB"):
-        bands = (4, 3, 2) if name != "S2RGB" else (1, 2, 3)
-        default = S2_REFLECTANCE_RANGE if name != "S2RGB" else (0.0, 255.0)
+    kind = MODALITIES[name].kind if name in MODALITIES else None
+    if kind in ("optical", "rgb"):
+        m = MODALITIES[name]
+        bands = tuple(m.bands.index(colour) + 1 for colour in ("RED", "GREEN", "BLUE"))  # true colour
+        default = S2_REFLECTANCE_RANGE if kind == "optical" else (0.0, 255.0)
         lows, highs = zip(*(_range(stats, b, default) for b in bands))
         common = (min(lows), max(highs))  # one stretch for R, G and B keeps the colour balance
         return StyleSpec("multibandcolor", bands, (common,) * 3, description=f"{name} true colour")
-    if name in ("S1GRD", "S1RTC"):
+    if kind == "sar":
         return StyleSpec("singlebandgray", (1,), (_range(stats, 1, S1_DB_RANGE),), description=f"{name} VV (dB)")
     if name == "DEM":
         return StyleSpec("singlebandpseudocolor", (1,), (_range(stats, 1, DEM_RANGE),), TERRAIN, description="elevation (m)")
@@ -129,7 +136,7 @@ def style_for(
     if name == "LULC":
         return StyleSpec("paletted", (1,), classes=_as_classes(classes) if classes else LULC_CLASSES, description="land cover")
     if name == "DIFFERENCE":
-        band = DISPLAY_BAND.get(modality.upper(), 1)
+        band = display_band(modality.upper())
         low, high = _range(stats, band, (-1.0, 1.0))
         half = max(abs(low), abs(high))  # symmetric about 0, so white means "no change"
         return StyleSpec("singlebandpseudocolor", (band,), ((-half, half),), BLUE_WHITE_RED, description="difference")

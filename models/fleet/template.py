@@ -40,7 +40,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import ConfigError, TerraMindError
+from ..core.errors import ConfigError, TerraMindError, where
 from ..core.job import Job
 from ..core.modalities import MODALITIES, get_modality
 
@@ -192,7 +192,7 @@ class JobTemplate:
         try:
             Job.from_dict(job)  # the worker's own checks of the job's shape (torch-free)
         except ConfigError as e:
-            raise ConfigError(f"scene '{scene}': {e}") from None
+            raise ConfigError(f"scene '{scene}': {where(e)}") from None
         text = json.dumps(job, sort_keys=True)
         return SceneJob(scene, job, outputs, hashlib.sha256(text.encode()).hexdigest(), self.gpu)
 

@@ -90,10 +90,11 @@ def flood_ckpt(tmp_path_factory, worker_python) -> str:
     """A Lightning checkpoint of the IBM Sen1Floods11 tiny model, deterministic weights (written once per session)."""
     path = tmp_path_factory.mktemp("ckpt") / "flood_tiny.ckpt"
     script = (
-        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]];"
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2], sys.argv[4]];"
         "from test_segmentation_goldens import write_checkpoint;"
         "write_checkpoint(__import__('pathlib').Path(sys.argv[3]), 'tiny_sen1floods11')"
     )
-    subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(REPO / "tests" / "unit" / "models"), str(path)],
+    subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(REPO / "tests" / "unit" / "models"), str(path),
+                    str(REPO / "tests")],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
     return str(path)

@@ -23,6 +23,7 @@ QGIS_DESKTOP = ["timeout", "300", "xvfb-run", "-a", "-s", "-screen 0 1600x1000x2
                 "--code", str(REPO / "tools" / "gui_shot.py")]  # fmt: skip
 pytestmark = [
     pytest.mark.gui,
+    pytest.mark.slow,  # QGIS desktop under Xvfb
 ]
 
 

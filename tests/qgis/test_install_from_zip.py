@@ -20,8 +20,7 @@ from zip_install import build_zip, clean_environment, fresh_profile, install_fro
 
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"  # the wrapper breaks on Debian
 pytestmark = [
-    pytest.mark.skipif(not os.path.exists(QGIS_PROCESS), reason="qgis_process is not installed"),
-    pytest.mark.usefixtures("test_models_available"),
+    pytest.mark.slow,  # builds the ZIP and starts qgis_process from a fresh profile
 ]
 
 

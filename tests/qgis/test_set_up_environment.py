@@ -94,6 +94,7 @@ def _between(events, first: str, last: str) -> list[tuple[str, object]]:
     return events[start:end]
 
 
+@pytest.mark.slow  # a real venv with pip
 def test_creates_a_working_environment_and_selects_it(terramind_provider, clean_setting, tmp_path, example,
                                                       recording_feedback):
     feedback = EventFeedback()

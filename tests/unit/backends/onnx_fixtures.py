@@ -15,6 +15,7 @@ import numpy as np
 import rasterio
 import torch
 
+from testlib.tolerances import RTOL, relative_error  # noqa: F401 - re-exported to the ONNX tests
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
 
 REPO = Path(__file__).resolve().parents[3]
@@ -23,12 +24,6 @@ EXAMPLES = REPO / "tests" / "data" / "examples"
 CATALOGUE = REPO / "tests" / "data" / "catalogue"
 CASES = json.loads((GOLD / "goldens.json").read_text())["cases"]
 SCENES = CASES["tiny_sen1floods11"]["scenes"]
-RTOL = 1e-4  # the project's tolerance on float outputs: max|ours - ref| / max|ref|
-
-
-def relative_error(ours: np.ndarray, ref: np.ndarray) -> float:
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.abs(ours.astype(np.float64) - ref).max() / max(float(np.abs(ref).max()), 1e-30))
 
 
 def load_case_model(case: str, folder: Path):

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from onnx_fixtures import CASES, GOLD, REPO, RTOL, SCENES, batch_inputs, case_inputs, load_case_model, relative_error
+from testlib.tolerances import assert_logits_match as assert_matches_golden
 from terramind_qgis.models.backends.onnx_card import CARD_KEY, read_card, read_onnx_metadata
 from terramind_qgis.models.backends.onnx_export import export_segmentation, main
 from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel
@@ -26,11 +27,6 @@ from terramind_qgis.models.core.errors import CheckpointError, ConfigError, Inpu
 from terramind_qgis.models.segmentation.checkpoint import file_sha256
 
 
-def assert_matches_golden(ours: np.ndarray, ref: np.ndarray) -> None:
-    assert relative_error(ours, ref) <= RTOL
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    tie = (top2[:, 1] - top2[:, 0]) < RTOL * np.abs(ref).max()
-    assert not ((ours.argmax(1) != ref.argmax(1)) & ~tie).any()
 
 
 def test_tiny_graph_matches_the_reference_with_a_larger_batch(tiny, tiny_onnx: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fleet_fixtures import EXAMPLES, SCENES, read_manifest, template
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.fleet.manifest import Manifest
 from terramind_qgis.models.fleet.plan import make_plan
 from terramind_qgis.models.fleet.runner import Fleet, FleetOptions
@@ -11,26 +12,6 @@ from terramind_qgis.models.fleet.scenes import Scene
 from terramind_qgis.models.fleet.template import JobTemplate
 
 
-class RecordingProgress:
-    """A real ``Progress`` sink that keeps what it is told; with ``cancel`` it asks to stop from the start."""
-
-    def __init__(self, cancel: bool = False) -> None:
-        self.percents: list[float] = []
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.cancel = cancel
-
-    def set_progress(self, percent: float) -> None:
-        self.percents.append(percent)
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-
-    def is_canceled(self) -> bool:
-        return self.cancel
 
 
 @pytest.fixture
@@ -68,7 +49,8 @@ def test_cuda_scenes_ask_for_a_gpu_and_each_worker_gives_its_own(tmp_path, clien
 def test_a_fleet_cancelled_before_it_starts_starts_nothing(tmp_path, client):
     tmpl = JobTemplate(template(), str(tmp_path))
     out = tmp_path / "out"
-    progress = RecordingProgress(cancel=True)
+    progress = RecordingProgress()
+    progress.cancel()
     with Manifest(str(out)) as manifest:
         plan = make_plan(tmpl, _scenes(3), str(out), manifest.latest())
         summary = Fleet(client, plan, manifest, progress).run()

@@ -159,7 +159,7 @@ def test_template_rules(tmp_path):
     assert job.job_sha256 != gen.scene_job("s2", {"S2L2A": "/data/s2.tif"}, "/out").job_sha256
     with pytest.raises(ConfigError, match="scene 's1' has no S2L2A raster for input 'S2L2A' \\(it has: DEM\\)"):
         gen.scene_job("s1", {"DEM": "/d.tif"}, "/out")
-    with pytest.raises(ConfigError, match="scene 'x': tile size must be"):
+    with pytest.raises(ConfigError, match="scene 'x': tiling.tile_size: must be"):
         JobTemplate({**base, "tiling": {"tile_size": 20}}, str(tmp_path)).scene_job("x", {"LULC": "/a.tif"}, "/o")
 
 

@@ -55,6 +55,7 @@ def _sequential_outputs(tmp, scene: str) -> str:
     job = tmpl.scene_job(scene, {"LULC": str(EXAMPLES / "LULC" / f"{scene}.tif")}, str(tmp / "sequential")).job
     path = tmp / f"{scene}.job.json"
     path.write_text(Job.from_dict(job).to_json(), encoding="utf-8")
+    os.makedirs(os.path.dirname(job["outputs"]["reconstruction"]), exist_ok=True)  # the worker writes into existing folders
     buf = io.StringIO()
     assert run_job_file(str(path), WorkerProgress(EventStream(buf))) == EXIT_OK, buf.getvalue()
     return job["outputs"]["reconstruction"]

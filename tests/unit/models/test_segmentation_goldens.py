@@ -18,6 +18,7 @@ import pytest
 import rasterio
 import torch
 
+from testlib.tolerances import assert_logits_match as assert_matches
 from terramind_qgis.models.core.errors import CheckpointError, ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.export import export_model
@@ -29,7 +30,6 @@ GOLD = REPO / "tests" / "goldens" / "segmentation"
 EXAMPLES = REPO / "tests" / "data" / "examples"
 CASES = json.loads((GOLD / "goldens.json").read_text())["cases"]
 HLS_BANDS = (2, 3, 4, 9, 11, 12)  # BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2 of the S2L2A files
-RTOL = 1e-4
 BIG = {"base_sen1floods11", "base_burnscars", "base_tim_lulc_sen1floods11"}
 
 
@@ -69,13 +69,6 @@ def raw_inputs(model, case: str, scene: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def assert_matches(ours: np.ndarray, ref: np.ndarray) -> None:
-    rel = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert rel <= RTOL, f"max relative deviation {rel:.2e}"
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    tie = (top2[:, 1] - top2[:, 0]) < RTOL * np.abs(ref).max()
-    differ = ours.argmax(1) != ref.argmax(1)
-    assert not (differ & ~tie).any(), f"{int((differ & ~tie).sum())} argmax differences away from ties"
 
 
 def case_logits(model, case: str) -> np.ndarray:

@@ -25,6 +25,7 @@ import torch.nn.functional as F  # noqa: N812
 import yaml
 
 from temporal_fixtures import TILED_SIZE, array_sha256, tiled_inputs
+from testlib.tolerances import assert_logits_match as assert_matches
 from terramind_qgis.models.core.errors import InputRasterError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.config import config_from_yaml_dict
@@ -37,7 +38,6 @@ GOLD = Path(__file__).resolve().parents[3] / "tests" / "goldens" / "temporal"
 META = json.loads((GOLD / "goldens.json").read_text())
 CASES = META["cases"]
 HLS_BANDS = [1, 2, 3, 8, 10, 11]  # 0-based S2L2A bands BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2
-RTOL = 1e-4
 BIG = {"base_impactmesh_flood", "base_impactmesh_fire"}
 
 
@@ -79,14 +79,6 @@ def case_inputs(raw: dict[str, np.ndarray], case: str, window: tuple[int, int, i
     return out
 
 
-def assert_matches(ours: np.ndarray, ref: np.ndarray) -> None:
-    assert ours.shape == ref.shape
-    rel = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert rel <= RTOL, f"max relative deviation {rel:.2e}"
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    tie = (top2[:, 1] - top2[:, 0]) < RTOL * np.abs(ref).max()
-    differ = ours.argmax(1) != ref.argmax(1)
-    assert not (differ & ~tie).any(), f"{int((differ & ~tie).sum())} argmax differences away from ties"
 
 
 @pytest.fixture(scope="module")

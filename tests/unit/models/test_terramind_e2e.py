@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 import torch
 
@@ -28,6 +29,7 @@ TOKENIZER_IDS = {"S1GRD": "terramind_v1_tokenizer_s1grd", "DEM": "terramind_v1_t
                  "LULC": "terramind_v1_tokenizer_lulc"}  # fmt: skip
 
 
+@pytest.mark.slow  # full-size tokenizers and ten DDIM steps
 def test_generation_pixels_match_reference() -> None:
     assert CASE is not None, "the e2e golden is missing: make goldens (tools/goldens/terramind.py --e2e)"
     arrays = np.load(GOLDENS / "tiny.npz")

@@ -21,6 +21,7 @@ import pytest
 import rasterio
 import torch
 
+from testlib.tolerances import relative_error
 from terramind_qgis.models.core.catalogue import get
 from terramind_qgis.models.core.modalities import MODALITIES
 from terramind_qgis.models.core.params import Sampling
@@ -80,9 +81,7 @@ def golden(variant: str, case: str, name: str) -> np.ndarray:
 
 
 def assert_close(ours: torch.Tensor | np.ndarray, ref: np.ndarray, label: str) -> float:
-    ours = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else ours
-    assert ours.shape == ref.shape, f"{label}: shape {ours.shape} != {ref.shape}"
-    err = float(np.abs(ours.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-12))
+    err = relative_error(ours, ref)
     assert err <= REL_TOL, f"{label}: relative error {err:.3g} > {REL_TOL}"
     return err
 

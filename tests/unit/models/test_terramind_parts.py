@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.configs import TerraMindConfig
 from terramind_qgis.models.core.errors import (
     CancelledError,
@@ -260,32 +261,15 @@ def test_teacher_forced_logits_do_not_depend_on_the_query_order_beyond_rounding(
         assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-5)
 
 
-class RecordingProgress:
-    def __init__(self, cancel_after_infos: int | None = None) -> None:
-        self.percent: list[float] = []
-        self.messages: list[str] = []
-        self.cancel_after = cancel_after_infos
-
-    def set_progress(self, percent: float) -> None:
-        self.percent.append(percent)
-
-    def info(self, message: str) -> None:
-        self.messages.append(message)
-
-    def warn(self, message: str) -> None:
-        self.messages.append("warning: " + message)
-
-    def is_canceled(self) -> bool:
-        return self.cancel_after is not None and len(self.messages) >= self.cancel_after
 
 
 def test_progress_per_output_and_cancel_between_steps() -> None:
     model = small_generator()
     progress = RecordingProgress()
     model.generate_tokens({"S2L2A": s2()}, seed=1, progress=progress)
-    assert progress.percent == pytest.approx([100 / 3, 200 / 3, 100])
+    assert progress.percents == pytest.approx([100 / 3, 200 / 3, 100])
     assert [m.split()[1] for m in progress.messages] == ["S1GRD", "DEM", "LULC"]
-    cancelling = RecordingProgress(cancel_after_infos=1)
+    cancelling = RecordingProgress.cancelling_after(messages=1)
     with pytest.raises(CancelledError):
         model.generate_tokens({"S2L2A": s2()}, seed=1, progress=cancelling)
     assert len(cancelling.messages) == 1
@@ -316,7 +300,7 @@ def test_decode_continues_the_noise_generator_and_destandardizes() -> None:
     replay = torch.Generator().set_state(generated.noise_generator.get_state())
     progress = RecordingProgress()
     out = model.decode(generated, timesteps=3, progress=progress)
-    assert progress.percent == pytest.approx([100 / 3, 200 / 3, 100])
+    assert progress.percents == pytest.approx([100 / 3, 200 / 3, 100])
     assert tokenizers["tok_sen1grd@224"].calls == [((1, 4, 4), (64, 64), 3)]
     grd = torch.randn(1, 2, 64, 64, generator=replay)
     dem = torch.randn(1, 1, 64, 64, generator=replay)  # LULC (a VQ-VAE) drew nothing in between

@@ -12,6 +12,7 @@ import dataclasses
 import pytest
 import torch
 
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.catalogue import get
 from terramind_qgis.models.core.configs import TokenizerConfig
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, InputRasterError
@@ -26,24 +27,6 @@ LULC_CFG = TokenizerConfig(kind="vqvae", in_channels=10, levels=(7, 5, 5, 5, 5),
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class RecordingProgress:
-    """Records percentages; asks to cancel once ``cancel_after`` percentages were reported."""
-
-    def __init__(self, cancel_after: int | None = None) -> None:
-        self.percents: list[float] = []
-        self.cancel_after = cancel_after
-
-    def set_progress(self, percent: float) -> None:
-        self.percents.append(percent)
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
-
-    def is_canceled(self) -> bool:
-        return self.cancel_after is not None and len(self.percents) >= self.cancel_after
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +127,7 @@ def test_cancel_stops_between_ddim_steps(divae: DiVAE) -> None:
     handle = divae.decoder.register_forward_hook(lambda *args: calls.append(1))
     try:
         with pytest.raises(CancelledError):
-            divae.decode_tokens(divae.tokenize(image(b=1)), timesteps=10, progress=RecordingProgress(cancel_after=2))
+            divae.decode_tokens(divae.tokenize(image(b=1)), timesteps=10, progress=RecordingProgress.cancelling_after(percents=2))
     finally:
         handle.remove()
     assert len(calls) == 2

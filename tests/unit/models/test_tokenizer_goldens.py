@@ -24,6 +24,7 @@ import pytest
 import rasterio
 import torch
 
+from testlib.tolerances import relative_error
 from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_tokenizer
@@ -54,11 +55,6 @@ def short(model_id: str) -> str:
     return model_id.rsplit("_", 1)[-1]
 
 
-def relative_error(ours: torch.Tensor | np.ndarray, ref: np.ndarray) -> float:
-    """``max|ours - ref| / max|ref|``."""
-    ours = ours.detach().cpu().numpy() if torch.is_tensor(ours) else ours
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.abs(ours.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
 def near_boundary(latents: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
@@ -172,6 +168,7 @@ def test_lulc_logits_at_224(loaded: tuple[str, VQVAE]) -> None:
     assert torch.equal(tok.reconstruct(ids[:, None]), tok.decode_tokens(tokens_one_hot))
 
 
+@pytest.mark.slow  # ten full-size DiVAE UNet passes
 @pytest.mark.parametrize("loaded", [DEM_ID], indirect=True)
 def test_each_ddim_step_of_a_10_step_decode(loaded: tuple[str, DiVAE]) -> None:
     _, tok = loaded

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.catalogue import ModelSpec
 from terramind_qgis.models.core.configs import TokenizerConfig
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError
-from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.weights import hub
 from terramind_qgis.models.weights.hub import resolve_weights
 from testlib.hub import COMMIT, make_hub_cache
@@ -144,22 +144,11 @@ def test_custom_entry_without_source(tmp_path: Path) -> None:
 
 
 def test_download_progress_bar_forwards_percent_and_cancel() -> None:
-    class Recorder(NullProgress):
-        def __init__(self) -> None:
-            self.percents: list[float] = []
-            self.cancel = False
-
-        def set_progress(self, percent: float) -> None:
-            self.percents.append(percent)
-
-        def is_canceled(self) -> bool:
-            return self.cancel
-
-    progress = Recorder()
+    progress = RecordingProgress()
     bar = hub._progress_bar_class(progress)(total=200, initial=50, unit="B", desc="x")
     bar.update(50)
     assert progress.percents == [50.0]
-    progress.cancel = True
+    progress.cancel()
     with pytest.raises(CancelledError):
         bar.update(10)
 
@@ -182,27 +171,12 @@ def test_a_download_inside_a_run_leaves_the_progress_bar_to_the_run(tmp_path: Pa
                 raise CancelledError("cancelled by the user")
         return hub.ResolvedWeights(path=made, origin="hub", repo_id="org/repo", filename="dem.pt", revision="main")
 
-    class Recorder(NullProgress):
-        def __init__(self) -> None:
-            self.percents: list[float] = []
-            self.infos: list[str] = []
-            self.cancel = False
-
-        def set_progress(self, percent: float) -> None:
-            self.percents.append(percent)
-
-        def info(self, message: str) -> None:
-            self.infos.append(message)
-
-        def is_canceled(self) -> bool:
-            return self.cancel
-
     monkeypatch.setattr(build, "resolve_weights", fake_resolve)
-    progress = Recorder()
+    progress = RecordingProgress()
     build.load_tokenizer("test_tokenizer_dem", progress=progress)
     assert progress.percents == []
     steps = [m for m in progress.infos if m.startswith("downloading the weights of 'test_tokenizer_dem'")]
     assert steps == [f"downloading the weights of 'test_tokenizer_dem': {p} %" for p in (20, 50, 100)]
-    progress.cancel = True
+    progress.cancel()
     with pytest.raises(CancelledError):
         build.load_tokenizer("test_tokenizer_dem", progress=progress)

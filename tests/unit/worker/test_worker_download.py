@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from testlib.tasks import run_task, validate
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_generation, load_tokenizer
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError, UnsupportedModalityError
 from terramind_qgis.models.core.job import Job
-from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.terramind import TerraMindGeneration
 from terramind_qgis.models.weights.loading import checkpoint_layout
 from terramind_qgis.models.weights.matching import GENERATION
@@ -81,23 +81,6 @@ def job(prepared, models, **params) -> Job:
                           "params": {"models": models, **params}, "device": "cpu"})  # fmt: skip
 
 
-class Recorder(NullProgress):
-    """Records progress and messages; cancels once ``cancel_when(message)`` is true for an info message."""
-
-    def __init__(self, cancel_when=lambda message: False) -> None:
-        self.percent: list[float] = []
-        self.infos: list[str] = []
-        self.cancel_when, self.cancelled = cancel_when, False
-
-    def set_progress(self, percent: float) -> None:
-        self.percent.append(percent)
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-        self.cancelled = self.cancelled or self.cancel_when(message)
-
-    def is_canceled(self) -> bool:
-        return self.cancelled
 
 
 def run(request_job: Job, progress=None) -> dict:
@@ -106,7 +89,7 @@ def run(request_job: Job, progress=None) -> dict:
 
 def test_folder_holds_official_names_and_build_loads_it_without_the_cache(prepared, cache, tmp_path):
     folder = tmp_path / "offline"
-    progress = Recorder()
+    progress = RecordingProgress()
     result = run(job(prepared, [TM], folder=str(folder)), progress)
     files = result["metrics"]["files"]
     assert result["outputs"] == {"folder": str(folder)}
@@ -121,7 +104,7 @@ def test_folder_holds_official_names_and_build_loads_it_without_the_cache(prepar
         assert f["placed"] == "hard link" and not Path(f["path"]).is_symlink()
         assert f["cache_path"].startswith(str(cache))
     assert result["metrics"]["total_bytes"] == sum(len(c) for c in prepared["content"].values())
-    assert progress.percent == sorted(progress.percent) and progress.percent[-1] == 100.0
+    assert progress.percents == sorted(progress.percents) and progress.percents[-1] == 100.0
     assert sum("file " in m for m in progress.infos) == 3
     # the folder alone is enough: the cache goes, the model and its tokenizer load from the folder
     shutil.rmtree(cache)
@@ -182,7 +165,7 @@ def test_models_without_weights_and_bad_folders_are_bad_jobs(prepared, tmp_path)
 
 def test_cancelling_keeps_complete_files_and_leaves_no_partial_file(prepared, cache, tmp_path):
     folder = tmp_path / "offline"
-    progress = Recorder(cancel_when=lambda message: message.startswith("file 2/"))
+    progress = RecordingProgress(lambda p: any(m.startswith("file 2/") for m in p.infos))
     with pytest.raises(CancelledError):
         run(job(prepared, [TM], folder=str(folder)), progress)
     assert sorted(p.name for p in folder.iterdir()) == ["DL_TerraMind.pt"]  # no tokenizer, no *.partial-*

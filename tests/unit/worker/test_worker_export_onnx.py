@@ -18,6 +18,7 @@ import torch
 
 from testlib.tasks import run_task, validate
 from testlib.errors import refused
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.backends.onnx_card import read_card
@@ -25,7 +26,6 @@ from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel, O
 from terramind_qgis.models.build import load_tokenizer
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.core.job import Job, onnx_decoder_path
-from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
 from terramind_qgis.models.runtime.device import select_device
@@ -49,16 +49,6 @@ def flood_state_dict(tmp_path_factory) -> Path:
     return path
 
 
-class Messages(NullProgress):
-    def __init__(self) -> None:
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.infos.append(message)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
 
 def export(job: dict, progress=None) -> dict:
@@ -76,7 +66,7 @@ def raw_inputs(scene: str = "282D_485L_3_3", size: int = 160) -> dict[str, np.nd
 
 def test_segmentation_model_exports_for_the_tile_size_and_matches_torch(flood_state_dict, tmp_path):
     out = tmp_path / "exports" / "flood.onnx"
-    progress = Messages()
+    progress = RecordingProgress()
     result = export({"model": {"id": "my_flood_model", "weights": str(flood_state_dict)},
                      "outputs": {"model": str(out)}, "tiling": {"tile_size": 160},
                      "params": {"config": str(CONFIG), "classes": "0: Dry #FFFFFF; 1: Wet #0000FF"}}, progress)  # fmt: skip

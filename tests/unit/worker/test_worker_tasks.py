@@ -8,8 +8,8 @@ import rasterio
 import torch
 
 from testlib.tasks import run_task
+from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.errors import ConfigError
-from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.runtime.device import OomBackoff, select_device
 from terramind_qgis.models.core.seeds import tile_seed
 from worker_fixtures import make_mosaic, reconstruct_job
@@ -88,12 +88,7 @@ def test_device_and_precision_choices():
 
 
 def test_oom_backoff_halves_the_batch_then_gives_up():
-    warnings = []
-
-    class P(NullProgress):
-        def warn(self, message):
-            warnings.append(message)
-
+    progress = RecordingProgress()
     calls = []
 
     def fn(a, b):
@@ -102,18 +97,18 @@ def test_oom_backoff_halves_the_batch_then_gives_up():
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return list(range(a, b))
 
-    backoff = OomBackoff(8, P())
+    backoff = OomBackoff(8, progress)
     parts = backoff.run(7, fn)
     assert sum(parts, []) == list(range(7)) and backoff.batch_size == 2
-    assert calls[:3] == [7, 4, 2] and len(warnings) == 2 and "batch size 2" in warnings[-1]
+    assert calls[:3] == [7, 4, 2] and len(progress.warnings) == 2 and "batch size 2" in progress.warnings[-1]
 
     def always(a, b):
         raise RuntimeError("CUDA error: out of memory")
 
     with pytest.raises(ConfigError, match="even with batch size 1"):
-        OomBackoff(4, P()).run(3, always)
+        OomBackoff(4, progress).run(3, always)
     with pytest.raises(ValueError, match="unrelated"):
-        OomBackoff(4, P()).run(3, lambda a, b: (_ for _ in ()).throw(ValueError("unrelated")))
+        OomBackoff(4, progress).run(3, lambda a, b: (_ for _ in ()).throw(ValueError("unrelated")))
 
 
 def test_generate_writes_one_raster_per_output_with_nodata_where_an_input_is_missing(tmp_path):

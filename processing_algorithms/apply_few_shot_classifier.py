@@ -53,8 +53,8 @@ class ApplyFewShotClassifierAlgorithm(TerraMindAlgorithm):
         if classifier is None:
             raise ConfigError("choose the classifier file (.json) that 'Few-shot classify' saved", field=self.CLASSIFIER)
         outputs = class_outputs(self, parameters, context, item.layer.name())
-        params = ClassifyParams(None, os.path.abspath(classifier), upsample=self.parameterAsBoolean(parameters, self.UPSAMPLE, context),
-                                probabilities="probabilities" in outputs)  # fmt: skip
+        upsample = self.parameterAsBoolean(parameters, self.UPSAMPLE, context)
+        params = ClassifyParams(None, os.path.abspath(classifier), upsample=upsample, probabilities="probabilities" in outputs)
         return e.derived_plan("classify", item, outputs, params.as_params())
 
     def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from ..models.core.errors import ConfigError
 from ..models.core.embedding_params import DEFAULT_FOLDS, DEFAULT_REGULARIZATION, MAX_FOLDS, ClassifyParams
+from ..models.core.errors import ConfigError
 from ..models.core.params import MAX_SEED
 from . import embedding_inputs as e
 from . import parameters as p
@@ -74,7 +74,8 @@ class ClassifyFewShotAlgorithm(TerraMindAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.EMBEDDINGS, self.tr("Embeddings (from Extract embeddings)")))
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.LABELS, self.tr("Labelled points or polygons"), [QgsProcessing.SourceType.TypeVectorAnyGeometry]))
-        self.addParameter(QgsProcessingParameterField(self.CLASS_FIELD, self.tr("Class field"), parentLayerParameterName=self.LABELS))
+        self.addParameter(QgsProcessingParameterField(self.CLASS_FIELD, self.tr("Class field"),
+                                                      parentLayerParameterName=self.LABELS))  # fmt: skip
         self.addParameter(QgsProcessingParameterNumber(self.FOLDS, self.tr("Cross-validation folds"), integer, DEFAULT_FOLDS,
                                                        minValue=2, maxValue=MAX_FOLDS))  # fmt: skip
         self.addParameter(QgsProcessingParameterNumber(p.SEED, self.tr("Random seed (folds, sampling)"), integer, 0,
@@ -110,7 +111,8 @@ class ClassifyFewShotAlgorithm(TerraMindAlgorithm):
         params = ClassifyParams(labels, None, self.parameterAsInt(parameters, self.FOLDS, context),
                                 self.parameterAsInt(parameters, p.SEED, context),
                                 self.parameterAsDouble(parameters, self.REGULARIZATION, context),
-                                self.parameterAsBoolean(parameters, self.UPSAMPLE, context), "probabilities" in outputs)  # fmt: skip
+                                self.parameterAsBoolean(parameters, self.UPSAMPLE, context),
+                                "probabilities" in outputs)  # fmt: skip
         return e.derived_plan("classify", item, outputs, params.as_params())
 
     def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:

@@ -47,8 +47,9 @@ class ClusterEmbeddingsAlgorithm(TerraMindAlgorithm):
                                                        0, minValue=0, maxValue=MAX_SEED))  # fmt: skip
         self.addParameter(QgsProcessingParameterNumber(self.SAMPLE_SIZE, self.tr("Pixels k-means is fitted on (a random "
                                                        "sample)"), integer, DEFAULT_SAMPLE_SIZE, minValue=2))  # fmt: skip
-        self.addParameter(p.advanced(QgsProcessingParameterNumber(self.MAX_ITERATIONS, self.tr("Most k-means iterations"),
-                                                                  integer, d.max_iterations, minValue=1, maxValue=10000)))  # fmt: skip
+        self.addParameter(p.advanced(QgsProcessingParameterNumber(
+            self.MAX_ITERATIONS, self.tr("Most k-means iterations"), integer, d.max_iterations, minValue=1,
+            maxValue=10000)))  # fmt: skip
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Clusters")))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_CENTRES, self.tr("Cluster centres (CSV table)"), "CSV files (*.csv)", optional=True,

@@ -61,7 +61,8 @@ class MapSimilarityAlgorithm(TerraMindAlgorithm):
         if item is not None:
             layer = item.layer
             refs = read_features(self, parameters, self.REFERENCES, context, layer.crs(), field="params.references")
-            refs.require_inside(extent_bounds(layer.extent()), "params.references", f"the embedding raster layer '{layer.name()}'")
+            refs.require_inside(extent_bounds(layer.extent()), "params.references",
+                                f"the embedding raster layer '{layer.name()}'")
             outputs = {"similarity": OutputTarget(self.OUTPUT, path, "similarity", f"Similarity ({layer.name()})")}
             return e.derived_plan("similarity", item, outputs, SimilarityParams(refs, aggregate).as_params())
         assert choice is not None

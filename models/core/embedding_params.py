@@ -29,7 +29,17 @@ from .errors import ConfigError
 from .features import FeatureSet, require_folds, require_two_classes
 from .job import TilingSpec
 from .modalities import Modality, get_modality
-from .params import MAX_SEED, check_range, modality_names, read_bool, read_float, read_int, read_text, require_inputs_accepted, require_kind
+from .params import (
+    MAX_SEED,
+    check_range,
+    modality_names,
+    read_bool,
+    read_float,
+    read_int,
+    read_text,
+    require_inputs_accepted,
+    require_kind,
+)
 
 MERGE_METHODS = ("mean", "max", "concat")  # merges with one vector per token (dict and None have no raster form)
 DATA_TYPES = ("float32", "float16")
@@ -259,7 +269,8 @@ class ClassifyParams:
     def __post_init__(self) -> None:
         if (self.labels is None) == (self.classifier is None):
             raise ConfigError("give either labelled features (to train a classifier) or a saved classifier file "
-                              "(to apply it), not both", field="params.labels" if self.labels else "params.classifier")  # fmt: skip
+                              "(to apply it), not both",
+                              field="params.labels" if self.labels else "params.classifier")  # fmt: skip
         if isinstance(self.folds, bool) or not isinstance(self.folds, int):
             raise ConfigError(f"must be a whole number, got {self.folds!r}", field="params.folds")
         check_range("folds", self.folds, 2, MAX_FOLDS)

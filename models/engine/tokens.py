@@ -25,8 +25,9 @@ nodata anywhere in the patch makes the token nodata: the encoder saw filled valu
 Streaming (``run_token_tiles``): tiles row-major, in batches; the kept tokens go into a strip of
 token rows ``(C, R, cols)`` with ``R = block + (batch tile-rows) * t``; rows are released in whole
 blocks of ``block`` token rows (each output block written once) as soon as every tile that keeps
-them has run. Memory: ``R * cols * C * 4`` bytes (e.g. 16 + 14 rows x 256 tokens x 768 x 4 = 24 MB
-for a 4096-pixel-wide raster with TerraMind base); it grows with the raster's width, not its height.
+them has run. Memory: ``R * cols * C * 4`` bytes (e.g. (16 + 2 x 14) rows x 256 tokens x 768 x 4 =
+35 MB for a 4096-pixel-wide raster with TerraMind base and batch 4); it grows with the raster's
+width, not its height.
 Cancellation is checked before every batch.
 """
 

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import processing
 import pytest
 from qgis.core import (
     QgsApplication,
@@ -20,8 +21,6 @@ from qgis.core import (
     QgsProject,
     QgsVectorLayer,
 )
-
-import processing
 from tm_helpers import EXAMPLES, SCENE, raster_facts, read_array
 
 EXTRACT, SIMILARITY, CLUSTER = "terramind:extractembeddings", "terramind:mapsimilarity", "terramind:clusterembeddings"

@@ -3,9 +3,8 @@ embeddings and Few-shot classify all read that one embedding raster — no re-en
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingModelAlgorithm
-
 import processing
+from qgis.core import QgsProcessingModelAlgorithm
 from test_embeddings import POINTS, points_layer
 from tm_helpers import QGIS_DATA, raster_facts
 

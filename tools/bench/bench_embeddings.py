@@ -4,7 +4,8 @@ Run from the repository root with the project venv (about 15-25 min on 2 busy co
 
     nice -n 5 .venv/bin/python tools/bench/bench_embeddings.py --sizes 4096 --out bench-results/embeddings.json
 
-Per model and raster size: the worker (``python -m terramind_qgis.models.worker job.json``) as a
+Per model and raster size (224: one tile, i.e. the fixed cost of a run: start, model, one tile; 4096:
+the size the issue asks for): the worker (``python -m terramind_qgis.models.worker job.json``) as a
 separate process — wall time, the worker's own run time, peak RSS (``ru_maxrss``), tiles, tokens
 per second — and the size of the embedding raster it wrote. Rasters: square S2L2A mosaics of the
 four real example patches (benchlib ``write_mosaic``). Models: ``terramind_v1_tiny`` and
@@ -47,7 +48,7 @@ def run_one(workdir: Path, raster: Path, model: str, size: int, batch: int, dtyp
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[4096])
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 4096])
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])

@@ -44,6 +44,8 @@ from ...learning.softmax import SoftmaxModel, fit_softmax
 from .context import RunContext
 from .embedding_source import (
     FIELD as EMBEDDINGS_FIELD,
+)
+from .embedding_source import (
     EmbeddingRaster,
     EmbeddingSource,
     check_progress,
@@ -168,6 +170,11 @@ def output_specs(req: ClassifyRequest, classes: tuple[ClassInfo, ...]) -> list[O
     return specs
 
 
+def upsampled(a: np.ndarray, patch: int, h: int, w: int) -> np.ndarray:
+    """``a`` ``(..., th, tw)`` with each token over its ``patch`` x ``patch`` pixels, cropped to ``(h, w)``."""
+    return np.repeat(np.repeat(a, patch, axis=-2), patch, axis=-1)[..., :h, :w]
+
+
 def predict(raster: EmbeddingRaster, model: SoftmaxModel, classes: tuple[ClassInfo, ...],
             writers: dict[str, GeoTiffWriter], upsample: bool, ctx: RunContext, start: float) -> np.ndarray:  # fmt: skip
     """Classify every valid token and write the outputs; returns the pixels per class."""
@@ -184,8 +191,8 @@ def predict(raster: EmbeddingRaster, model: SoftmaxModel, classes: tuple[ClassIn
         at = (row, col)
         if upsample:  # each token's values over its 16 x 16 pixels, cropped to the input grid
             hh, ww = min(h * p, fine_h - row * p), min(w * p, fine_w - col * p)
-            grow = (lambda a: np.repeat(np.repeat(a, p, axis=-2), p, axis=-1)[..., :hh, :ww])  # noqa: E731
-            prob, label, valid, at = grow(prob), grow(label), grow(valid), (row * p, col * p)
+            prob, label, valid = (upsampled(a, p, hh, ww) for a in (prob, label, valid))
+            at = (row * p, col * p)
         counts += np.bincount(prob.argmax(axis=0)[valid], minlength=k)
         writers["classes"].write(*at, label, valid)
         if "probabilities" in writers:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ...core.embeddings import INPUT_KEY, EmbeddingInfo
+from ...core.embeddings import INPUT_KEY, TAG, EmbeddingInfo
 from ...core.errors import ConfigError, InputRasterError
 from ...core.features import Feature, FeatureSet
 from ...core.job import Job
@@ -58,7 +58,7 @@ class EmbeddingRaster:
             self.info = EmbeddingInfo.from_tags(tags, self.what, field_name)
             if src.count != self.info.dim or (src.width, src.height) != tuple(self.info.token_grid):
                 raise ConfigError(f"{self.what} has {src.count} bands of {src.width} x {src.height} pixels, but its "
-                                  f"{'TERRAMIND_EMBEDDING'} tag says {self.info.dim} bands of "
+                                  f"{TAG} tag says {self.info.dim} bands of "
                                   f"{self.info.token_grid[0]} x {self.info.token_grid[1]}; it was changed after it was "
                                   "made: use the file 'Extract embeddings' wrote", field=field_name)  # fmt: skip
             if src.crs is None:

@@ -80,7 +80,8 @@ def run(req: SimilarityRequest, ctx: RunContext) -> dict[str, Any]:
             writer.write(row, col, sim, valid)
             if valid.any():
                 v = sim[0][valid]
-                low, high, total, count = min(low, float(v.min())), max(high, float(v.max())), total + float(v.sum()), count + v.size
+                low, high = min(low, float(v.min())), max(high, float(v.max()))
+                total, count = total + float(v.sum()), count + v.size
         check_progress(ctx.progress, 1, 1, 99.0, 99.0)
         paths = ctx.commit()
     finally:

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from engine_fixtures import open_stack, write_tif
 
 from terramind_qgis.models.core.embedding_params import check_token_tiling
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.core.job import TilingSpec
 from terramind_qgis.models.core.progress import NullProgress
-from terramind_qgis.models.engine.tokens import TokenPlan, axis_keep, run_token_tiles, token_grid, token_valid
 from terramind_qgis.models.engine.tiling import axis_origins
+from terramind_qgis.models.engine.tokens import TokenPlan, axis_keep, run_token_tiles, token_grid, token_valid
 from testlib.errors import refused
 from testlib.progress import RecordingProgress
-
-from engine_fixtures import open_stack, write_tif
 
 
 @pytest.mark.parametrize("length", [1, 7, 14, 15, 22, 29, 64, 257])

@@ -21,13 +21,12 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from worker_fixtures import make_mosaic
 
 from terramind_qgis.models.core.embeddings import EmbeddingInfo
 from testlib.paths import GOLDENS, example
 from testlib.tasks import run_task
 from testlib.tolerances import RTOL, relative_error
-
-from worker_fixtures import make_mosaic
 
 CASES = json.loads((GOLDENS / "embeddings" / "cases.json").read_text())
 ARRAYS = np.load(GOLDENS / "embeddings" / "tiny.npz")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from worker_fixtures import run_worker, write_job
 
 from terramind_qgis.models.core.embeddings import TAG
 from terramind_qgis.models.core.errors import CancelledError
@@ -20,8 +21,6 @@ from testlib.errors import refused
 from testlib.paths import CATALOGUE, example
 from testlib.progress import RecordingProgress
 from testlib.tasks import run_task, validate
-
-from worker_fixtures import run_worker, write_job
 
 S2 = str(example("S2L2A"))
 with rasterio.open(S2) as _src:
@@ -175,6 +174,17 @@ def test_similarity_from_the_inputs_directly_equals_the_two_steps(tmp_path, embe
     assert progress.percents == sorted(progress.percents)
 
 
+def test_references_in_another_crs_are_transformed_onto_the_grid(tmp_path, embeddings):
+    from rasterio.warp import transform
+
+    x, y = transform(CRS, "EPSG:4326", [T.c + 405.0], [T.f - 395.0])  # pixel (40.5, 39.5): token (2, 2)
+    geographic = {"crs": "EPSG:4326", "features": [{"id": 9, "geometry": {"type": "Point", "coordinates": [x[0], y[0]]}}]}
+    out = [tmp_path / "wgs84.tif", tmp_path / "utm.tif"]
+    for path, refs in zip(out, (geographic, features(point(40.5, 39.5)))):
+        run_task(derived_job("similarity", embeddings, {"similarity": str(path)}, references=refs))
+    np.testing.assert_array_equal(read(out[0])[0], read(out[1])[0])
+
+
 def test_references_outside_the_raster_are_refused_by_id(tmp_path, embeddings):
     job = derived_job("similarity", embeddings, {"similarity": str(tmp_path / "sim.tif")},
                       references=features(point(40, 40), point(-500, 40), point(40, 9000)))  # fmt: skip
@@ -297,3 +307,15 @@ def test_worker_reports_a_bad_labelled_set_in_one_line(tmp_path, embeddings):
     assert code == 2 and events[-1]["event"] == "error" and events[-1]["field"] == "params.labels.class"
     assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr
     assert files(tmp_path) == {"job.json"}
+
+
+def test_tim_embeddings_are_seeded_and_concat_counts_the_tim_modality(tmp_path):
+    runs = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_task(embed_job(tmp_path, f"{name}.tif", merge="concat", tim=["LULC"], seed=seed,
+                           tiling={"tile_size": 224, "overlap": 32, "batch_size": 1}))  # fmt: skip
+        runs[name] = read(tmp_path / f"{name}.tif")
+    assert runs["a"][0].shape == (128, 14, 14)  # 64 for S2L2A + 64 for the generated LULC tokens
+    np.testing.assert_array_equal(runs["a"][0], runs["b"][0])
+    assert not np.array_equal(runs["a"][0][64:], runs["c"][0][64:])  # other seed: other LULC tokens
+    assert json.loads(runs["a"][2][TAG])["tim"] == ["LULC"]

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from worker_fixtures import make_mosaic
 
 from testlib.paths import EXAMPLES, SCENES
 from testlib.tasks import run_task
-
-from worker_fixtures import make_mosaic
 
 pytestmark = pytest.mark.slow
 

@@ -119,7 +119,7 @@ def test_cancel_stops_before_the_next_batch(tmp_path):
         calls.append(len(tiles))
         return _patch_mean_model(tiles, inputs, progress)
 
-    progress = RecordingProgress(cancel_after=1)
+    progress = RecordingProgress.cancelling_after(percents=1)
     from terramind_qgis.models.core.errors import CancelledError
 
     with pytest.raises(CancelledError):

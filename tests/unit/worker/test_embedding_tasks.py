@@ -297,7 +297,7 @@ def test_cancel_leaves_nothing(tmp_path, embeddings):
     out = {"classes": str(tmp_path / "c.tif"), "classifier": str(tmp_path / "c.json")}
     with pytest.raises(CancelledError):
         run_task(derived_job("classify", embeddings, out, labels=labelled(["a", "b"] * 5), folds=2),
-                 RecordingProgress(cancel_after=1))  # fmt: skip
+                 RecordingProgress.cancelling_after(percents=1))  # fmt: skip
     assert files(tmp_path) == set()
 
 

@@ -12,7 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import classify, cluster, describe, download, embed, export_onnx, generate, map_water, reconstruct, segment, similarity
+from . import (
+    classify,
+    cluster,
+    describe,
+    download,
+    embed,
+    export_onnx,
+    generate,
+    map_water,
+    reconstruct,
+    segment,
+    similarity,
+)
 
 
 class TaskEntry(NamedTuple):

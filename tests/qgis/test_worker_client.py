@@ -51,7 +51,7 @@ def test_success_relays_events_and_returns_the_result(qgis_app, fake_python, out
     assert feedback.progress == [0, 25, 50, 75, 100]
     assert "device: cpu" in feedback.infos and "untrained weights" in feedback.warnings
     assert sorted(os.listdir(out_dir)) == ["diff.tif", "rec.tif"]
-    command = next(d for d in feedback.debug if d.startswith("Worker: "))
+    command = next(d for d in feedback.debug if d.startswith("TerraMind worker: "))
     assert f"-m {environment.package_name()}.models.worker " in command
     job_file = command.split()[-1]
     assert job_file.endswith("job.json") and not os.path.exists(job_file)  # temporary job folder removed

@@ -52,6 +52,7 @@ goldens: plugin-link
 	nice -n 5 "$$ref" tools/goldens/checkpoint_layouts.py; \
 	nice -n 5 "$$ref" tools/goldens/segmentation.py; \
 	nice -n 5 "$$ref" tools/goldens/temporal.py; \
+	nice -n 5 "$$ref" tools/goldens/embeddings.py; \
 	nice -n 5 "$$ref" tools/goldens/training.py
 
 # The plugin ZIP for Plugins > Manage and Install Plugins > Install from ZIP and plugins.qgis.org:

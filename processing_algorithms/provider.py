@@ -5,10 +5,15 @@ from __future__ import annotations
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from .apply_few_shot_classifier import ApplyFewShotClassifierAlgorithm
 from .base import ICON
+from .classify_few_shot import ClassifyFewShotAlgorithm
+from .cluster_embeddings import ClusterEmbeddingsAlgorithm
 from .download_models import DownloadModelsAlgorithm
 from .export_model_to_onnx import ExportModelToOnnxAlgorithm
+from .extract_embeddings import ExtractEmbeddingsAlgorithm
 from .generate_modalities import GenerateModalitiesAlgorithm
+from .map_similarity import MapSimilarityAlgorithm
 from .map_water_zero_shot import MapWaterZeroShotAlgorithm
 from .reconstruct_with_tokenizer import ReconstructWithTokenizerAlgorithm
 from .run_on_many_scenes import RunOnManyScenesAlgorithm
@@ -17,7 +22,8 @@ from .set_up_environment import SetUpEnvironmentAlgorithm
 
 ALGORITHMS = (ReconstructWithTokenizerAlgorithm, GenerateModalitiesAlgorithm, SegmentWithFinetunedModelAlgorithm,
               MapWaterZeroShotAlgorithm, SetUpEnvironmentAlgorithm, DownloadModelsAlgorithm, ExportModelToOnnxAlgorithm,
-              RunOnManyScenesAlgorithm)
+              RunOnManyScenesAlgorithm, ExtractEmbeddingsAlgorithm, MapSimilarityAlgorithm, ClusterEmbeddingsAlgorithm,
+              ClassifyFewShotAlgorithm, ApplyFewShotClassifierAlgorithm)
 
 
 class TerraMindProvider(QgsProcessingProvider):

@@ -8,7 +8,8 @@ The same entry point is the headless command line (``--help`` there).
 Job (JSON object)::
 
     {"protocol": 1,
-     "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe" | "download" | "export_onnx",
+     "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe" | "download" | "export_onnx"
+             | "embed" | "similarity" | "cluster" | "classify",
      "inputs":  {"<MODALITY or role>": {"path": "...", "bands": [1, 2, ...] | null,
                                         "nodata": <number> | null, "file_nodata": true,
                                         "name": "layer name"}},
@@ -42,6 +43,23 @@ Tasks without input rasters (``inputs`` empty, ``tiling``/``extent`` unused):
   ``onnx_decoder_path(outputs.model)``) for ``tiling.tile_size``; result ``metrics.export_check``:
   the deviation from torch the exporter measured (models/worker/tasks/export_onnx.py).
 
+Embedding tasks (added in protocol 1, additively; parameters: models/core/embedding_params.py, the
+raster's self-description: models/core/embeddings.py):
+
+- ``embed``: ``inputs`` = modalities as for ``generate``, ``model.id`` a TerraMind model; ``params``
+  ``merge``, ``layers``, ``bands`` (band subsets), ``tim``, ``seed``, ``dtype``; ``outputs.embeddings``
+  (D bands, one pixel per 16 x 16 patch, tagged ``TERRAMIND_EMBEDDING``) and optional ``outputs.pca``
+  (3 bands); result ``metrics``: ``dim``, ``token_grid``, ``explained_variance`` (with PCA).
+- ``similarity``, ``cluster``, ``classify``: ``inputs.EMBEDDINGS`` = an embedding raster, or the inputs of
+  ``embed`` (with its ``model`` and ``params``: the embeddings are made first, in a scratch file next to
+  the first output). ``similarity``: ``params.references`` (features, models/core/features.py) and
+  ``aggregate``; ``outputs.similarity``. ``cluster``: ``params`` ``k``, ``seed``, ``sample_size``,
+  ``max_iterations``; ``outputs.clusters`` and optional ``outputs.centres`` (.csv). ``classify``:
+  ``params.labels`` (features with a class) and ``folds``, ``seed``, ``regularization``, or
+  ``params.classifier`` (a saved classifier .json to apply), ``upsample``; ``outputs.classes``,
+  optional ``outputs.probabilities`` and, when training, ``outputs.classifier`` (.json); result
+  ``metrics``: ``cv_accuracy``, ``confusion_matrix``, ``classes``.
+
 Events (one JSON object per line, key ``event``):
 
 - ``{"event": "progress", "percent": 0-100}``
@@ -67,7 +85,8 @@ from typing import Any
 from .errors import ConfigError
 
 PROTOCOL_VERSION = 1
-TASKS = ("reconstruct", "generate", "segment", "map_water", "describe", "download", "export_onnx")
+TASKS = ("reconstruct", "generate", "segment", "map_water", "describe", "download", "export_onnx", "embed", "similarity",
+         "cluster", "classify")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
 

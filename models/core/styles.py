@@ -13,7 +13,13 @@ plugin's layer post-processor loads the same file when Processing adds the resul
 - a role: ``difference`` (a blue-white-red ramp symmetric about 0; ``difference:<MODALITY>`` shows
   that modality's display band, e.g. B04 for Sentinel-2), ``probability`` (0..1 viridis ramp),
   ``mask`` (paletted, background/detected unless ``classes`` are given) and ``classes`` (paletted
-  from the ``classes`` given, e.g. a segmentation model's class list).
+  from the ``classes`` given, e.g. a segmentation model's class list);
+- embeddings: ``embeddings`` (a false-colour view of bands 1, 2, 3, each stretched on its own:
+  the first three dimensions of an embedding raster, or the three principal components of its PCA
+  view) and ``similarity`` (cosine similarity, a magma ramp over its display range).
+
+``qualitative_palette(n)`` gives n distinct colours for classes without their own (clusters,
+few-shot classes).
 
 ``stats`` maps a 1-based band number to its display range ``(low, high)`` in raw units (the worker
 passes e.g. mean +- 2 sigma clipped to the band's min/max); bands without stats use the defaults below.
@@ -40,10 +46,15 @@ TERRAIN = ((0.0, "#267A36"), (0.25, "#9AC462"), (0.5, "#E8D689"), (0.75, "#A8714
 RED_YELLOW_GREEN = ((0.0, "#D7191C"), (0.25, "#FDAE61"), (0.5, "#FFFFBF"), (0.75, "#A6D96A"), (1.0, "#1A9641"))
 BLUE_WHITE_RED = ((0.0, "#2166AC"), (0.25, "#67A9CF"), (0.5, "#F7F7F7"), (0.75, "#EF8A62"), (1.0, "#B2182B"))
 VIRIDIS = ((0.0, "#440154"), (0.25, "#3B528B"), (0.5, "#21918C"), (0.75, "#5EC962"), (1.0, "#FDE725"))
+MAGMA = ((0.0, "#000004"), (0.25, "#51127C"), (0.5, "#B73779"), (0.75, "#FC8961"), (1.0, "#FCFDBF"))
+# Tableau 10, then colours spread by the golden angle in hue (qualitative_palette).
+QUALITATIVE = ("#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1", "#FF9DA7", "#9C755F",
+               "#BAB0AC")  # fmt: skip
 
 # Default display ranges (raw units) when no statistics are given.
 S2_REFLECTANCE_RANGE = (0.0, 3000.0)  # reflectance x 10000: 0..0.3 is the usual true-colour stretch
 S1_DB_RANGE = (-25.0, 0.0)
+SIMILARITY_RANGE = (-1.0, 1.0)  # cosine similarity
 DEM_RANGE = (0.0, 2000.0)
 NDVI_RANGE = (-1.0, 1.0)
 DEFAULT_MASK_CLASSES = (ClassInfo(0, "Background", "#000000"), ClassInfo(1, "Detected", "#1F78B4"))
@@ -133,14 +144,31 @@ def style_for(
         return StyleSpec("singlebandpseudocolor", (1,), ((0.0, 1.0),), VIRIDIS, description="probability")
     if name == "MASK":
         return StyleSpec("paletted", (1,), classes=_as_classes(classes) if classes else DEFAULT_MASK_CLASSES, description="mask")
+    if name == "EMBEDDINGS":
+        ranges = tuple(_range(stats, b, (-1.0, 1.0)) for b in (1, 2, 3))  # each dimension its own stretch
+        return StyleSpec("multibandcolor", (1, 2, 3), ranges, description="embeddings (false colour)")
+    if name == "SIMILARITY":
+        return StyleSpec("singlebandpseudocolor", (1,), (_range(stats, 1, SIMILARITY_RANGE),), MAGMA,
+                         description="cosine similarity")  # fmt: skip
     if name == "CLASSES":
         if not classes:
             raise ConfigError("style 'classes' needs the class list (value, name, colour) of the model")
         return StyleSpec("paletted", (1,), classes=_as_classes(classes), description="classes")
     raise ConfigError(
         f"no display style for output '{output}'; expected a modality (S2L2A, S2L1C, S2RGB, S1GRD, S1RTC, DEM, "
-        "NDVI, LULC) or a role (difference, probability, mask, classes)"
+        "NDVI, LULC) or a role (difference, probability, mask, classes, embeddings, similarity)"
     )
+
+
+def qualitative_palette(n: int) -> tuple[str, ...]:
+    """``n`` distinct '#RRGGBB' colours: Tableau 10, then hues 137.5 degrees apart (the golden angle)."""
+    import colorsys
+
+    out = list(QUALITATIVE[:n])
+    for i in range(len(out), n):
+        r, g, b = colorsys.hsv_to_rgb(((i - len(QUALITATIVE)) * 137.508 / 360.0 + 0.05) % 1.0, 0.65, 0.85 - 0.2 * (i % 2))
+        out.append(f"#{round(r * 255):02X}{round(g * 255):02X}{round(b * 255):02X}")
+    return tuple(out)
 
 
 def _hex_to_rgba(color: str) -> str:

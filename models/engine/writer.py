@@ -22,6 +22,8 @@ from ..core.modalities import ClassInfo
 from .grid import WorkingGrid
 
 FLOAT_NODATA = -9999.0  # float32 outputs (far outside every modality's range)
+FLOAT16_NODATA = -65504.0  # float16 outputs: the lowest half float (-9999 is not one: it would read back as -9992)
+FLOAT16_MAX = 65504.0
 CLASS_NODATA = 255  # uint8 class rasters (class ids are 0..254)
 
 
@@ -33,9 +35,10 @@ class OutputRaster:
     path: str
     band_descriptions: tuple[str, ...]
     style: str  # a ``models/core/styles.py`` output name: modality or role
-    dtype: str = "float32"  # 'float32' or 'uint8'
+    dtype: str = "float32"  # 'float32', 'float16' (half floats: a Float32 band with NBITS=16) or 'uint8'
     classes: tuple[ClassInfo, ...] = ()  # class rasters: colour table + category names
     tags: dict[str, str] = field(default_factory=dict)
+    block_size: int = 256  # GeoTIFF block side (pixels)
 
     @property
     def count(self) -> int:
@@ -43,7 +46,7 @@ class OutputRaster:
 
     @property
     def nodata(self) -> float:
-        return CLASS_NODATA if self.dtype == "uint8" else FLOAT_NODATA
+        return {"uint8": CLASS_NODATA, "float16": FLOAT16_NODATA}.get(self.dtype, FLOAT_NODATA)
 
 
 class BandStats:
@@ -113,20 +116,24 @@ def _colormap(classes: tuple[ClassInfo, ...]) -> dict[int, tuple[int, int, int, 
 class GeoTiffWriter:
     """Writes one ``OutputRaster`` on the working grid; see the module docstring."""
 
-    def __init__(self, spec: OutputRaster, grid: WorkingGrid, block_size: int = 256) -> None:
+    def __init__(self, spec: OutputRaster, grid: WorkingGrid, block_size: int | None = None) -> None:
         import rasterio
 
         self.spec, self.grid = spec, grid
+        block_size = block_size or spec.block_size
         self.partial = f"{spec.path}.partial-{os.getpid()}.tif"
         folder = os.path.dirname(os.path.abspath(spec.path))
         os.makedirs(folder, exist_ok=True)
         tiled = grid.width >= 16 and grid.height >= 16
+        half = spec.dtype == "float16"
         profile = {
             "driver": "GTiff", "width": grid.width, "height": grid.height, "count": spec.count,
-            "dtype": spec.dtype, "crs": grid.crs, "transform": grid.transform, "nodata": spec.nodata,
-            "compress": "deflate", "predictor": 3 if spec.dtype.startswith("float") else 2,
+            "dtype": "float32" if half else spec.dtype, "crs": grid.crs, "transform": grid.transform,
+            "nodata": spec.nodata, "compress": "deflate", "predictor": 3 if spec.dtype.startswith("float") else 2,
             "BIGTIFF": "IF_SAFER", "tiled": tiled,
         }  # fmt: skip
+        if half:
+            profile["NBITS"] = 16
         if tiled:
             profile.update(blockxsize=block_size, blockysize=block_size)
         self._dst = rasterio.open(self.partial, "w", **profile)
@@ -144,20 +151,29 @@ class GeoTiffWriter:
         c, h, w = data.shape
         if data.dtype.kind == "f":
             finite = np.isfinite(data).all(axis=0)  # (h, w)
+            if self.spec.dtype == "float16":  # beyond the half-float range it would be written as infinity
+                finite &= (np.abs(data) <= FLOAT16_MAX).all(axis=0)
             bad = valid & ~finite
             if bad.any():
                 self.nonfinite += int(bad.sum())
                 valid = valid & finite
-        out = data.astype(self.spec.dtype, copy=True)
+        out = data.astype("float32" if self.spec.dtype == "float16" else self.spec.dtype, copy=True)
         out[:, ~valid] = self.spec.nodata
         self.stats.update(data, valid)
         self._dst.write(out, window=((row, row + h), (col, col + w)))
+
+    def finish_writing(self) -> str:
+        """Close the partial file so that it can be read back before ``commit`` (e.g. for a second pass);
+        returns its path. Nothing may be written after this."""
+        self._dst.close()
+        return self.partial
 
     def commit(self) -> str:
         """Finish the file: colour table, category names, style sidecar, then the atomic rename."""
         from ..core import styles
 
-        self._dst.close()
+        if not self._dst.closed:
+            self._dst.close()
         final, aux = self.spec.path, self.partial + ".aux.xml"
         if self.spec.classes:
             names = [""] * (max(c.value for c in self.spec.classes) + 1)

@@ -90,3 +90,30 @@ def test_many_scenes_from_the_shell(cli_env, tmp_path):
     results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
     assert (results["SUCCEEDED"], results["FAILED"]) == (2, 0)
     assert os.path.isfile(results["MANIFEST"]) and len(list((tmp_path / "out").glob("*/rec.tif"))) == 2
+
+
+def test_embeddings_then_few_shot_classification_from_the_shell(cli_env, example, tmp_path):
+    """Extract embeddings, then classify them from labelled points in a GeoJSON file (UTM, named CRS)."""
+    source = example("S2L2A")
+    emb = tmp_path / "emb.tif"
+    done = _qgis_process(cli_env, "run", "terramind:extractembeddings", "--", f"INPUT_S2L2A={source}",
+                         "MODEL=test_terramind_tiny", "UNTRAINED=true", "DEVICE=cpu", "TILE_SIZE=128", f"OUTPUT={emb}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    x0, _, _, y0, _, _ = raster_facts(source)["geotransform"]
+    points = [(20, 20, "a"), (200, 200, "b"), (30, 150, "a"), (180, 40, "b"), (120, 120, "a"), (150, 60, "b")]
+    labels = tmp_path / "labels.geojson"
+    labels.write_text(json.dumps({
+        "type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32722"}},
+        "features": [{"type": "Feature", "properties": {"kind": k},
+                      "geometry": {"type": "Point", "coordinates": [x0 + 10 * px, y0 - 10 * py]}} for px, py, k in points]}))
+    done = _qgis_process(cli_env, "--json", "run", "terramind:classifyfewshot", "--", f"EMBEDDINGS={emb}",
+                         f"LABELS={labels}", "CLASS_FIELD=kind", "FOLDS=3", f"OUTPUT={tmp_path / 'classes.tif'}",
+                         f"OUTPUT_CLASSIFIER={tmp_path / 'clf.json'}")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert 0 <= results["CV_ACCURACY"] <= 1 and json.loads(results["CONFUSION_MATRIX"])["classes"] == ["a", "b"]
+    assert raster_facts(tmp_path / "classes.tif")["size"] == (14, 14) and (tmp_path / "clf.json").exists()
+    one = _qgis_process(cli_env, "run", "terramind:classifyfewshot", "--", f"EMBEDDINGS={emb}", f"LABELS={labels}",
+                        "CLASS_FIELD=kind", "FOLDS=9", f"OUTPUT={tmp_path / 'never.tif'}")  # fmt: skip
+    assert one.returncode != 0 and "FOLDS: is 9, but there are only 6 labelled features" in one.stdout + one.stderr
+    assert "Traceback" not in one.stdout + one.stderr and not (tmp_path / "never.tif").exists()

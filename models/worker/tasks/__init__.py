@@ -12,7 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import describe, download, export_onnx, generate, map_water, reconstruct, segment
+from . import (
+    classify,
+    cluster,
+    describe,
+    download,
+    embed,
+    export_onnx,
+    generate,
+    map_water,
+    reconstruct,
+    segment,
+    similarity,
+)
 
 
 class TaskEntry(NamedTuple):
@@ -28,4 +40,8 @@ TASKS: dict[str, TaskEntry] = {
     "map_water": TaskEntry(map_water.validate, map_water.run),
     "download": TaskEntry(download.validate, download.run),
     "export_onnx": TaskEntry(export_onnx.validate, export_onnx.run),
+    "embed": TaskEntry(embed.validate, embed.run),
+    "similarity": TaskEntry(similarity.validate, similarity.run),
+    "cluster": TaskEntry(cluster.validate, cluster.run),
+    "classify": TaskEntry(classify.validate, classify.run),
 }

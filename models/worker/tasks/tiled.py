@@ -6,6 +6,10 @@ its metrics. ``TiledTask.run`` does the rest, always in this order: report the g
 model → open the tagged outputs → plan the tiles → run them (models/engine ``run_tiled``) → commit
 the outputs → metrics. The inputs are closed whatever happens; outputs that were not committed are
 removed by the worker (``RunContext.outputs``).
+
+Outputs are written on the working grid and tiles are blended (``run_tiled``) unless a task says
+otherwise with ``output_grid`` and ``execute`` (the embedding task writes one value per 16 x 16
+patch on the token grid, models/engine/tokens.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from ...core.job import blend_scratch_prefix
 from ...core.progress import ScaledProgress
-from ...engine import GeoTiffWriter, OutputRaster, Released, TiledRunStats, run_tiled
+from ...engine import GeoTiffWriter, OutputRaster, Released, TiledRunStats, WorkingGrid, run_tiled
 from ...engine.runner import Predict
 from ...runtime.device import OomBackoff
 from .context import RunContext
@@ -58,6 +62,20 @@ class TiledTask(ABC, Generic[R, M]):
     def metrics(self, model: M) -> dict[str, Any]:
         return {}
 
+    def output_grid(self) -> WorkingGrid:
+        """The grid the outputs are written on (default: the working grid)."""
+        return self.tiled.grid
+
+    def execute(self, model: M) -> TiledRunStats:
+        """Run every tile and hand finished blocks to ``finish`` (default: blended on the working grid)."""
+        tiled, ctx = self.tiled, self.ctx
+        job = tiled.job
+        plan = make_plan(job, tiled.grid, self.group_width)
+        finish: Callable[[Released], None] = lambda rel: self.finish(rel, ctx.outputs.writers)  # noqa: E731
+        return run_tiled(tiled.stack, plan, self.heads(model), self.predictor(model), finish,
+                         batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0),
+                         scratch=blend_scratch_prefix(next(iter(tiled.paths.values()))))  # fmt: skip
+
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         tiled, ctx = self.tiled, self.ctx
@@ -67,12 +85,8 @@ class TiledTask(ABC, Generic[R, M]):
             self.before_load()
             model = self.load()
             for spec in self.output_rasters(model):
-                ctx.outputs.open(spec, grid, job, model.info, ctx.device.description)  # type: ignore[attr-defined]
-            plan = make_plan(job, grid, self.group_width)
-            finish: Callable[[Released], None] = lambda rel: self.finish(rel, ctx.outputs.writers)  # noqa: E731
-            stats = run_tiled(stack, plan, self.heads(model), self.predictor(model), finish,
-                              batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0),
-                              scratch=blend_scratch_prefix(next(iter(tiled.paths.values()))))  # fmt: skip
+                ctx.outputs.open(spec, self.output_grid(), job, model.info, ctx.device.description)  # type: ignore[attr-defined]
+            stats = self.execute(model)
             paths = ctx.commit()
         finally:
             stack.close()

@@ -1,7 +1,11 @@
-"""Writes reconstruct_chain.model3: native fill-nodata -> TerraMind reconstruction -> native statistics.
+"""Writes the graphical models the tests load (kept in the repository):
 
-Run once with the project venv (QT_QPA_PLATFORM=offscreen .venv/bin/python tests/qgis/data/make_model3.py);
-the .model3 file is kept in the repository and loaded by tests/qgis/test_model3.py.
+- reconstruct_chain.model3: native fill-nodata -> TerraMind reconstruction -> native statistics
+  (tests/qgis/test_model3.py);
+- embeddings_chain.model3: Extract embeddings -> Map similarity, Cluster embeddings and Few-shot
+  classify, all three reading the one embedding raster (tests/qgis/test_embeddings_model3.py).
+
+Run once with the project venv (QT_QPA_PLATFORM=offscreen .venv/bin/python tests/qgis/data/make_model3.py).
 """
 
 import os
@@ -14,6 +18,7 @@ from qgis.core import (
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
     QgsProcessingModelParameter,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterRasterLayer,
 )
 from qgis.PyQt.QtCore import QPointF
@@ -37,6 +42,35 @@ def child(alg_id: str, cid: str, x: float, params: dict, outputs: dict | None = 
     return c
 
 
+def embeddings_chain() -> str:
+    """Extract once, then similarity, clusters and a few-shot classification from the same embeddings."""
+    model = QgsProcessingModelAlgorithm("embeddings_chain", "terramind_tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("s2", "Sentinel-2 L2A"), QgsProcessingModelParameter("s2"))
+    for name, description in (("references", "Reference points"), ("labels", "Labelled points (field class)")):
+        model.addModelParameter(QgsProcessingParameterFeatureSource(name, description), QgsProcessingModelParameter(name))
+    v = QgsProcessingModelChildParameterSource.fromStaticValue
+    embeddings = QgsProcessingModelChildParameterSource.fromChildOutput("extract", "OUTPUT")
+    extract = child("terramind:extractembeddings", "extract", 100, {
+        "INPUT_S2L2A": QgsProcessingModelChildParameterSource.fromModelParameter("s2"),
+        "MODEL": v("test_terramind_tiny"), "UNTRAINED": v(True), "MERGE": v("mean"), "SEED": v(0),
+        "DATA_TYPE": v("float32"), "TILE_SIZE": v(128), "OVERLAP": v(32), "BATCH_SIZE": v(4), "DEVICE": v("cpu"),
+        "PRECISION": v("fp32"), "OUTPUT": v("TEMPORARY_OUTPUT")})
+    similarity = child("terramind:mapsimilarity", "similarity", 300, {
+        "EMBEDDINGS": embeddings, "REFERENCES": QgsProcessingModelChildParameterSource.fromModelParameter("references"),
+        "AGGREGATE": v("max")}, {"similarity": ("OUTPUT", "Similarity")})
+    cluster = child("terramind:clusterembeddings", "cluster", 300, {
+        "EMBEDDINGS": embeddings, "K": v(3), "SEED": v(1), "SAMPLE_SIZE": v(1000)}, {"clusters": ("OUTPUT", "Clusters")})
+    classify = child("terramind:classifyfewshot", "classify", 300, {
+        "EMBEDDINGS": embeddings, "LABELS": QgsProcessingModelChildParameterSource.fromModelParameter("labels"),
+        "CLASS_FIELD": v("class"), "FOLDS": v(2), "SEED": v(0), "UPSAMPLE": v(False)},
+        {"classes": ("OUTPUT", "Classes")})
+    for c in (extract, similarity, cluster, classify):
+        model.addChildAlgorithm(c)
+    path = os.path.join(HERE, "embeddings_chain.model3")
+    assert model.toFile(path), path
+    return path
+
+
 def main() -> None:
     app = QgsApplication([], False)
     app.initQgis()
@@ -44,6 +78,7 @@ def main() -> None:
     from processing.core.Processing import Processing
 
     Processing.initialize()
+    print("wrote", embeddings_chain())
     model = QgsProcessingModelAlgorithm("reconstruct_chain", "terramind_tests")
     model.addModelParameter(QgsProcessingParameterRasterLayer("dem", "DEM raster"), QgsProcessingModelParameter("dem"))
     v = QgsProcessingModelChildParameterSource.fromStaticValue

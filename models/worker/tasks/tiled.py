@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 
 from ...core.job import blend_scratch_prefix
 from ...core.progress import ScaledProgress
-from ...engine import GeoTiffWriter, OutputRaster, Released, TiledRunStats, run_tiled
+from ...engine import GeoTiffWriter, OutputRaster, Released, TiledRunStats, TilePlan, run_tiled
 from ...engine.runner import Predict
 from ...runtime.device import OomBackoff
 from .context import RunContext
@@ -58,6 +58,14 @@ class TiledTask(ABC, Generic[R, M]):
     def metrics(self, model: M) -> dict[str, Any]:
         return {}
 
+    def tile_plan(self) -> TilePlan:
+        """The tiles of the run: the job's tiling (a task may plan otherwise, e.g. TerraTorch's chips)."""
+        return make_plan(self.tiled.job, self.tiled.grid, self.group_width)
+
+    def tile_reader(self, plan: TilePlan) -> Any:
+        """What ``run_tiled`` reads each tile from: the inputs' stack (or a reader over it)."""
+        return self.tiled.stack
+
     # -- the run ----------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         tiled, ctx = self.tiled, self.ctx
@@ -68,9 +76,10 @@ class TiledTask(ABC, Generic[R, M]):
             model = self.load()
             for spec in self.output_rasters(model):
                 ctx.outputs.open(spec, grid, job, model.info, ctx.device.description)  # type: ignore[attr-defined]
-            plan = make_plan(job, grid, self.group_width)
+            self.plan = plan = self.tile_plan()
+            self.reader = reader = self.tile_reader(plan)
             finish: Callable[[Released], None] = lambda rel: self.finish(rel, ctx.outputs.writers)  # noqa: E731
-            stats = run_tiled(stack, plan, self.heads(model), self.predictor(model), finish,
+            stats = run_tiled(reader, plan, self.heads(model), self.predictor(model), finish,
                               batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0),
                               scratch=blend_scratch_prefix(next(iter(tiled.paths.values()))))  # fmt: skip
             paths = ctx.commit()

@@ -56,7 +56,7 @@ class WeightsSource:
     @property
     def display_name(self) -> str:
         """The file name, or how it will be found."""
-        return self.filename or f"the checkpoint file named *{self.filename_match}* (resolved from the repo listing)"
+        return self.filename or f"the checkpoint named *{self.filename_match}* (resolved from the repo listing)"
 
 
 @dataclass(frozen=True)

@@ -219,8 +219,9 @@ def _download_error(source: WeightsSource, cache_dir: Path, reason: str) -> Down
     url = f"https://huggingface.co/{source.repo_id}/resolve/{source.revision}/{source.filename}"
     if not source.filename:
         url = f"the checkpoint named *{source.filename_match}* from https://huggingface.co/{source.repo_id}/tree/{source.revision}"
+    what = f"weights file '{source.filename}'" if source.filename else f"the checkpoint named *{source.filename_match}*"
     return DownloadError(
-        f"cannot get weights file '{source.display_name}' from Hugging Face repo '{source.repo_id}' "
+        f"cannot get {what} from Hugging Face repo '{source.repo_id}' "
         f"(revision '{source.revision}'): {reason}. To provide it locally, download {url} on a "
         f"connected machine and give the file (or its folder) as the model weights, or copy the "
         f"Hugging Face cache folder 'models--{source.repo_id.replace('/', '--')}' into {cache_dir}"

@@ -207,3 +207,61 @@ def test_chip_settings_are_checked(ckpt, date_files, tmp_path) -> None:
         validate(flood_job(ckpt, date_files, tmp_path, chip_size=8))
     with pytest.raises(ConfigError, match="must be a whole number"):
         validate(flood_job(ckpt, date_files, tmp_path, chip_delta="8"))
+
+
+def test_worker_command_line_with_dates(ckpt, date_files, tmp_path) -> None:
+    """The worker entry point: dates as plain paths in the job file; a wrong count is one line and exit 2."""
+    import subprocess
+    import sys
+
+    from testlib.paths import PLUGIN_PATH
+
+    small = write_date_rasters(tmp_path / "in", tiled_inputs(), crop=(0, 0, 64, 96))
+    (tmp_path / "out").mkdir()
+    job = {"protocol": 1, "task": "segment", "model": {"id": "flood", "weights": ckpt}, "params": {"config": CONFIG},
+           "inputs": {m: {"dates": [str(p) for p in f], "name": m} if len(f) > 1 else {"path": str(f[0])} for m, f in small.items()},
+           "outputs": {"classes": str(tmp_path / "out" / "c.tif")}, "device": "cpu"}  # fmt: skip
+
+    def run(j: dict) -> subprocess.CompletedProcess:
+        (tmp_path / "job.json").write_text(json.dumps(j))
+        return subprocess.run([sys.executable, "-m", "terramind_qgis.models.worker", str(tmp_path / "job.json")],
+                              capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(PLUGIN_PATH), "PATH": "/usr/bin:/bin"})  # fmt: skip
+
+    done = run(job)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert any("multi-temporal model (concat pooling): 4 date(s) of S2L2A, S1RTC, DEM" in e.get("message", "") for e in events)
+    assert any("DEM has one date (layer); it is used for all 4 dates" in e.get("message", "") for e in events)
+    assert events[-1]["event"] == "result" and events[-1]["metrics"]["dates"] == 4
+    bad = {**job, "inputs": {**job["inputs"], "S1RTC": {"dates": job["inputs"]["S1RTC"]["dates"][:2]}}}
+    refused_run = run(bad)
+    lines = refused_run.stdout.strip().splitlines()
+    assert refused_run.returncode == 2 and len(lines) == 1
+    assert json.loads(lines[0])["message"].startswith("inputs.S1RTC: 2 dates (layers) given, but the model reads 4 dates of S1RTC")
+    assert "Traceback" not in refused_run.stderr
+
+
+def test_onnx_export_and_run_of_a_multi_temporal_model(ckpt, tmp_path) -> None:
+    """``export_onnx`` writes the 4-date model for its chip size (inputs ``(B, C, 4, H, W)``); ``segment``
+    runs it in ONNX Runtime with the same chips as torch, and refuses a chip size the graph does not serve."""
+    import onnx
+
+    files = write_date_rasters(tmp_path / "in", tiled_inputs(), crop=(40, 300, 112, 144))
+    (tmp_path / "out").mkdir()
+    graph = tmp_path / "out" / "flood.onnx"
+    export = Job("export_onnx", {}, {"model": str(graph)}, ModelRequest("flood_tiny", weights=ckpt),
+                 params={"config": CONFIG}, tiling=TilingSpec(64, 0, 1), device="cpu")  # fmt: skip
+    exported = run_task(export)
+    assert exported["metrics"]["max_relative_deviation"] <= 1e-4
+    dims = [[d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in onnx.load(str(graph)).graph.input]
+    assert dims == [["batch", 12, 4, 64, 64], ["batch", 2, 4, 64, 64], ["batch", 1, 4, 64, 64]]
+    chips = {"chip_size": 64, "chip_stride": 48, "chip_delta": 4}
+    torch_run = run_task(flood_job(ckpt, files, tmp_path / "out", **chips))
+    torch_logits = read(torch_run["outputs"]["logits"])[0]
+    (tmp_path / "onnx").mkdir()
+    onnx_job = flood_job(str(graph), files, tmp_path / "onnx", **chips)
+    onnx_run = run_task(Job.from_dict({**json.loads(onnx_job.to_json()), "params": {**chips}}))
+    assert onnx_run["metrics"]["tiles"] == torch_run["metrics"]["tiles"] == 3 * 3
+    assert relative_error(read(onnx_run["outputs"]["logits"])[0], torch_logits) <= RTOL
+    with refused(r"^params\.chip_size: the ONNX graph serves 64 px chips, but the model's tiled inference uses 256 px"):
+        validate(Job.from_dict({**json.loads(onnx_job.to_json()), "params": {}}))

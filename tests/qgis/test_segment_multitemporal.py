@@ -21,6 +21,7 @@ from qgis.core import QgsProcessingModelChildParameterSource, QgsProcessingModel
 from qgis.core import QgsProcessingParameterMultipleLayers, QgsProcessingParameterRasterLayer, QgsProcessing, QgsRasterLayer
 
 import processing
+from test_qgis_process import _qgis_process, cli_env  # noqa: F401 - the qgis_process fixture
 from tm_helpers import REPO, raster_facts, read_array
 
 ALG = "terramind:segmentwithfinetunedmodel"
@@ -159,3 +160,24 @@ def test_dates_in_a_graphical_model(terramind_provider, temporal_data, tmp_path)
     direct = processing.run(ALG, _params(temporal_data, tmp_path / "direct"))
     assert np.array_equal(read_array(target), read_array(direct["OUTPUT"]))
     assert isinstance(QgsRasterLayer(str(target)), QgsRasterLayer)
+
+
+def test_dates_from_qgis_process(cli_env, temporal_data, tmp_path):
+    """``qgis_process``: a multi-layer parameter is repeated once per date, in date order."""
+    out = tmp_path / "cli_flood.tif"
+    args = [f"DATES_S2L2A={p}" for p in temporal_data["S2L2A"]] + [f"DATES_S1RTC={p}" for p in temporal_data["S1RTC"]]
+    done = _qgis_process(cli_env, "--json", "run", ALG, "--", *args, f"INPUT_DEM={temporal_data['DEM'][0]}",
+                         f"MODEL_FILE={temporal_data['ckpt']}", f"CONFIG={CONFIG}", f"CLASSES={CLASSES}", "DEVICE=cpu",
+                         f"OUTPUT={out}")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    assert report["results"]["OUTPUT"] == str(out)
+    facts = raster_facts(out)
+    assert facts["categories"][:2] == ["No flood", "Flood"] and (tmp_path / "cli_flood.qml").exists()
+    assert json.loads(facts["tags"]["TERRAMIND_TILED_INFERENCE"])["dates"] == 4
+    classes = read_array(out)
+    assert (classes[GAP] == 255).all() and (classes != 255).sum() == classes.size - classes[GAP].size
+    bad = _qgis_process(cli_env, "run", ALG, "--", *args[:6], f"INPUT_DEM={temporal_data['DEM'][0]}",
+                        f"MODEL_FILE={temporal_data['ckpt']}", f"CONFIG={CONFIG}", "DEVICE=cpu", f"OUTPUT={tmp_path / 'bad.tif'}")
+    assert bad.returncode != 0 and "DATES_S1RTC: 2 dates (layers) given, but the model reads 4 dates of S1RTC" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr and not (tmp_path / "bad.tif").exists()

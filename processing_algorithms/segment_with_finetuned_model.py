@@ -89,11 +89,12 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         self.addParameter(QgsProcessingParameterString(self.CLASSES, self.tr("Class names and colours"),
                                                        optional=True, multiLine=True))
         self.addParameter(p.seed_param())
-        for key, what, low in ((self.CHIP_SIZE, "chip size (px)", MIN_CHIP), (self.CHIP_STRIDE, "chip stride (px)", 1),
-                               (self.CHIP_DELTA, "pixels dropped at chip borders", 0)):  # fmt: skip
+        for key, what, low, high in ((self.CHIP_SIZE, "chip size (px)", MIN_CHIP, MAX_CHIP),
+                                     (self.CHIP_STRIDE, "chip stride (px)", 1, MAX_CHIP),
+                                     (self.CHIP_DELTA, "pixels dropped at chip borders", 0, MAX_CHIP // 2)):  # fmt: skip
             self.addParameter(p.advanced(QgsProcessingParameterNumber(
                 key, self.tr("TerraTorch tiled inference: {} (empty: the model's)").format(what),
-                QgsProcessingParameterNumber.Type.Integer, None, optional=True, minValue=low, maxValue=MAX_CHIP)))
+                QgsProcessingParameterNumber.Type.Integer, None, optional=True, minValue=low, maxValue=high)))
         for param in p.shared_params():
             if param.name() not in (p.WEIGHTS, p.UNTRAINED):  # the model file holds the weights
                 self.addParameter(param)
@@ -115,8 +116,9 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         config = input_file(self, parameters, self.CONFIG, context, (".yaml", ".yml"))
         inputs, counts = self._read_inputs(parameters, context)
         if not inputs:
-            raise ConfigError(f"give an input layer for each modality the model reads ({', '.join(self.INPUT_PARAMS.values())}"
-                              f", or {', '.join(self.DATES_PARAMS.values())} for the dates of a multi-temporal model)")  # fmt: skip
+            raise ConfigError(f"give an input layer for each modality the model reads "
+                              f"({', '.join(self.INPUT_PARAMS.values())}, or {', '.join(self.DATES_PARAMS.values())} "
+                              "for the dates of a multi-temporal model)")  # fmt: skip
         if spec is not None:  # the card says what the model reads: the worker's rule, checked now
             SegmentParams.check_catalogue_model(spec, counts)
         chips = ChipSettings(*(self._optional_int(parameters, k, context) for k in (self.CHIP_SIZE, self.CHIP_STRIDE,

@@ -297,7 +297,8 @@ class ChipSettings:
     delta: int | None = None  # px dropped at every chip border
 
     def __post_init__(self) -> None:
-        for name, low, high in (("chip_size", MIN_CHIP, MAX_CHIP), ("chip_stride", 1, MAX_CHIP), ("chip_delta", 0, MAX_CHIP // 2)):
+        for name, low, high in (("chip_size", MIN_CHIP, MAX_CHIP), ("chip_stride", 1, MAX_CHIP),
+                                ("chip_delta", 0, MAX_CHIP // 2)):  # fmt: skip
             value = getattr(self, name.removeprefix("chip_"))
             if value is None:
                 continue
@@ -314,10 +315,10 @@ class ChipSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> ChipSettings:
-        def one(name: str, low: int) -> int | None:
-            return None if params.get(name) is None else read_int(params, name, 0, low, MAX_CHIP)
+        def one(name: str) -> int | None:  # ranges: __post_init__
+            return None if params.get(name) is None else read_int(params, name, 0)
 
-        return cls(one("chip_size", MIN_CHIP), one("chip_stride", 1), one("chip_delta", 0))
+        return cls(one("chip_size"), one("chip_stride"), one("chip_delta"))
 
     def as_params(self) -> dict[str, Any]:
         return {"chip_size": self.size, "chip_stride": self.stride, "chip_delta": self.delta}

@@ -162,7 +162,7 @@ def test_dates_in_a_graphical_model(terramind_provider, temporal_data, tmp_path)
     assert isinstance(QgsRasterLayer(str(target)), QgsRasterLayer)
 
 
-def test_dates_from_qgis_process(cli_env, temporal_data, tmp_path):
+def test_dates_from_qgis_process(cli_env, temporal_data, tmp_path):  # noqa: F811 - the imported fixture
     """``qgis_process``: a multi-layer parameter is repeated once per date, in date order."""
     out = tmp_path / "cli_flood.tif"
     args = [f"DATES_S2L2A={p}" for p in temporal_data["S2L2A"]] + [f"DATES_S1RTC={p}" for p in temporal_data["S1RTC"]]

@@ -64,6 +64,7 @@ def make_inputs(folder: Path, size: int) -> dict[str, list[Path]]:
     import rasterio
 
     files: dict[str, list[Path]] = {}
+    flood = (slice(None), slice(size // 4, size // 2), slice(size // 5, size // 2))  # bands, rows, cols
     for name, source in EXAMPLE_FOLDERS.items():
         base = write_mosaic(folder / f"{name}_{size}_mosaic.tif", source, size)
         with rasterio.open(base) as src:
@@ -79,11 +80,11 @@ def make_inputs(folder: Path, size: int) -> dict[str, list[Path]]:
             if name == "S2L2A":
                 v = np.clip(np.round(x * fx.S2_GAIN[t]) + fx.S2_OFFSET[t], 0, 10000)
                 if t >= 2:
-                    v[:, size // 4 : size // 2, size // 5 : size // 2] = np.round(0.3 * v[:, size // 4 : size // 2, size // 5 : size // 2])
+                    v[flood] = np.round(0.3 * v[flood])
             elif name == "S1RTC":
                 v = x + fx.S1_SHIFT[t]
                 if t >= 2:
-                    v[:, size // 4 : size // 2, size // 5 : size // 2] -= 8.0
+                    v[flood] -= 8.0
             else:
                 v = x
             with rasterio.open(path, "w", **profile) as dst:

@@ -11,7 +11,10 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
 5. ``bench_onnx.py`` — torch fp32 vs ONNX Runtime per 224² tile (segmentation tiny/base, S2L2A
    tokenizer encoder), with the deviation measured;
 6. ``bench_fleet.py`` — 8 scenes of 1024² on the fleet's LocalCluster (2 workers x 1 thread) against
-   the same scenes one after another: throughput, peak RSS per worker, on-paper N-node throughput.
+   the same scenes one after another: throughput, peak RSS per worker, on-paper N-node throughput;
+7. ``bench_temporal.py`` — IBM/ESA's multi-temporal flood model (ImpactMesh, TerraMind base) over
+   1024² x 4 dates x 3 modalities, the worker vs terratorch's ``tiled_inference`` (same weights, same
+   tile grid): wall time, peak RSS, logit deviation.
 
 Each writes ``bench-results/<name>.json``; this script adds ``bench-results/environment.json`` (CPU,
 threads, versions) and ``bench-results/SUMMARY.md``. The reference side needs the terratorch venv
@@ -64,7 +67,7 @@ def environment() -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results")
-    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx fleet")
+    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx fleet temporal")
     p.add_argument("--tiled-sizes", nargs="+", default=["1024", "4096"])
     args = p.parse_args()
     out = (REPO / args.out).resolve()
@@ -83,6 +86,7 @@ def main() -> int:
                          False),
         "onnx": (["tools/bench/bench_onnx.py", "--out", str(out / "onnx.json")], False),
         "fleet": (["tools/bench/bench_fleet.py", "--out", str(out / "fleet.json")], False),
+        "temporal": (["tools/bench/bench_temporal.py", "--out", str(out / "temporal.json"), *no_ref], False),
     }
     (out / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
     done = []

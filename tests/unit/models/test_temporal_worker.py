@@ -22,7 +22,7 @@ import rasterio
 import torch
 
 from temporal_fixtures import TILED_SIZE, tiled_inputs, write_date_rasters
-from test_temporal_goldens import CASES, GOLD, META, blend_mask, case_inputs, reference_tiling, write_checkpoint
+from test_temporal_goldens import CASES, GOLD, blend_mask, case_inputs, reference_tiling, write_checkpoint
 from testlib.errors import refused
 from testlib.tasks import run_task, validate
 from testlib.tolerances import RTOL, relative_error
@@ -184,7 +184,8 @@ def test_chip_plan_is_terratorchs_tile_grid(length: int, crop: int, stride: int,
         covered[o : o + kept] = True
     assert covered.all()
     window = chip_axis_window(crop, stride, delta)
-    np.testing.assert_allclose(window[:, None] * window[None, :] + 1e-6, blend_mask(crop, stride, delta).numpy(), rtol=0, atol=2.5e-7)  # float32 rounding of cos
+    mask = window[:, None] * window[None, :] + 1e-6
+    np.testing.assert_allclose(mask, blend_mask(crop, stride, delta).numpy(), rtol=0, atol=2.5e-7)  # float32 cos
     plan = ChipPlan.build(length, length, crop, stride, delta, any_size=False)
     assert plan.tile_size == kept and plan.row_origins == ours and not plan.whole
 
@@ -265,3 +266,18 @@ def test_onnx_export_and_run_of_a_multi_temporal_model(ckpt, tmp_path) -> None:
     assert relative_error(read(onnx_run["outputs"]["logits"])[0], torch_logits) <= RTOL
     with refused(r"^params\.chip_size: the ONNX graph serves 64 px chips, but the model's tiled inference uses 256 px"):
         validate(Job.from_dict({**json.loads(onnx_job.to_json()), "params": {}}))
+
+
+def test_chip_plan_memory_does_not_grow_with_the_raster() -> None:
+    """The blender's strip for TerraTorch's chips depends on chip and batch size only (as the engine's own)."""
+    from terramind_qgis.models.engine import StreamingBlender
+
+    sizes = []
+    for side in (4096, 8192, 30000):  # all wider than one column group
+        plan = ChipPlan.build(side, side, 256, 208, 8, any_size=False)
+        blender = StreamingBlender(plan, {"logits": 2}, batch_size=4)
+        try:
+            sizes.append(blender.nbytes)
+        finally:
+            blender.close()
+    assert sizes[0] == sizes[1] == sizes[2] < 64 * 2**20

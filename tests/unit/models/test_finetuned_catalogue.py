@@ -39,7 +39,10 @@ TESTS_CONFIGS = Path(__file__).resolve().parents[2] / "data" / "terramind_config
 def private_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An empty Hugging Face cache of the test's own, online unless a test says otherwise."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # explicit: huggingface_hub may have read "1" at its import
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # explicit: huggingface_hub may have read "1" at its import,
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # and its HTTP layer checks that
     monkeypatch.setattr(catalogue, "_REGISTRY", dict(catalogue._REGISTRY))
     monkeypatch.setattr(catalogue, "_LOADED_PATHS", set())
     return tmp_path / "hf-cache"

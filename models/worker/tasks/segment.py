@@ -110,9 +110,9 @@ def chip_settings(config: Any, params: SegmentParams, backend: str, onnx_tile: t
         raise ConfigError(f"the model's tiled_inference_parameters ask for {chips.tile[0]}x{chips.tile[1]} chips every "
                           f"{chips.strides} px; this plugin cuts square chips: give the chip size and stride to use",
                           field="params.chip_size")  # fmt: skip
-    if chips.strides[0] > chips.tile[0] - 2 * chips.effective_delta:
+    if chips.strides[0] > chips.tile[0]:
         raise ConfigError(f"a stride of {chips.strides[0]} px leaves pixels between chips of {chips.tile[0]} px without "
-                          "a prediction", field="params.chip_stride")  # fmt: skip
+                          "a prediction; give a stride no larger than the chip size", field="params.chip_stride")  # fmt: skip
     if onnx_tile is not None and tuple(onnx_tile) != chips.tile:
         raise ConfigError(
             f"the ONNX graph serves {onnx_tile[0]} px chips, but the model's tiled inference uses {chips.tile[0]} px "

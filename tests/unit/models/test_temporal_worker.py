@@ -208,6 +208,33 @@ def test_chip_settings_are_checked(ckpt, date_files, tmp_path) -> None:
         validate(flood_job(ckpt, date_files, tmp_path, chip_size=8))
     with pytest.raises(ConfigError, match="must be a whole number"):
         validate(flood_job(ckpt, date_files, tmp_path, chip_delta="8"))
+    with refused(r"^params\.chip_stride: a stride of 300 px leaves pixels between chips of 256 px without a prediction"):
+        validate(flood_job(ckpt, date_files, tmp_path, chip_stride=300))  # the config's chip size, a stride too large
+
+
+def test_a_model_without_tiled_settings_uses_the_engine_tiling(tmp_path, raw_dates) -> None:
+    """The crop model (one modality, a band subset, 3 dates, no tiled_inference_parameters): the engine's
+    own tile, reflect-padded beyond a small raster, read over every date."""
+    from test_temporal_goldens import HLS_BANDS
+
+    case = "tiny_multitemporal_crop"
+    crop_ckpt = write_checkpoint(tmp_path / "crop.ckpt", case)
+    config = str(GOLD / CASES[case]["config"])
+    files = write_date_rasters(tmp_path / "in", {"S2L2A": raw_dates["S2L2A"][:3]}, crop=(100, 300, 64, 96))
+    (tmp_path / "out").mkdir()
+    bands = tuple(b + 1 for b in HLS_BANDS)  # the band mapping, the same for every date
+    s2 = InputSpec(str(files["S2L2A"][0]), bands=bands, dates=tuple(InputSpec(str(f), bands=bands) for f in files["S2L2A"]))
+    job = Job("segment", {"S2L2A": s2}, {"logits": str(tmp_path / "out" / "l.tif"),
+              "classes": str(tmp_path / "out" / "c.tif")}, ModelRequest("crop", weights=str(crop_ckpt)),
+              params={"config": config}, tiling=TilingSpec(128, 0, 1))  # fmt: skip
+    result = run_task(job)
+    assert result["metrics"]["tiles"] == 1 and result["metrics"]["dates"] == 3
+    model = load_segmentation_model(crop_ckpt, config)
+    x = raw_dates["S2L2A"][:3, HLS_BANDS, 100:164, 300:396]  # (T, 6, 64, 96)
+    x = np.pad(np.nan_to_num(x, nan=0.0), ((0, 0), (0, 0), (0, 64), (0, 32)), mode="reflect")  # the tile: 128 x 128
+    with torch.no_grad():
+        ref = model({"S2L2A": torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, 0, 1)))[None]})[0, :, :64, :96].numpy()
+    assert relative_error(read(result["outputs"]["logits"])[0], ref) <= RTOL
 
 
 def test_worker_command_line_with_dates(ckpt, date_files, tmp_path) -> None:

@@ -152,7 +152,7 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         for modality, key in self.INPUT_PARAMS.items():
             dates_key = self.DATES_PARAMS[modality]
             one = self.parameterAsRasterLayer(parameters, key, context)
-            dates = [lyr for lyr in self.parameterAsLayerList(parameters, dates_key, context) or []]
+            dates = list(self.parameterAsLayerList(parameters, dates_key, context) or [])
             if one is not None and dates:
                 raise ConfigError(f"{dates_key}: give {modality} either as one layer ({key}) or as its dates "
                                   f"({dates_key}), not both")  # fmt: skip
@@ -168,8 +168,8 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
                 label = f"{param} (date {i + 1})" if dates else param
                 count = len(bands) if bands else band_count(layer)
                 # The model decides how many bands it reads (band subsets); the worker checks the count.
-                any_count = replace(MODALITIES[modality], bands=tuple(f"band {i + 1}" for i in range(count)),
-                                    band_labels=tuple(f"band {i + 1}" for i in range(count)))  # fmt: skip
+                names = tuple(f"band {b + 1}" for b in range(count))
+                any_count = replace(MODALITIES[modality], bands=names, band_labels=names)
                 item = check_input(label, layer, any_count, bands, mapping_param=self.BANDS_PARAMS[modality])
                 inputs.append(replace(item, modality=MODALITIES[modality]))
             counts[modality] = len(layers)

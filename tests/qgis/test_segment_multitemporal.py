@@ -19,6 +19,7 @@ import pytest
 from qgis.core import QgsProcessingException, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm
 from qgis.core import QgsProcessingModelChildParameterSource, QgsProcessingModelParameter, QgsProcessingModelOutput
 from qgis.core import QgsProcessingParameterMultipleLayers, QgsProcessingParameterRasterLayer, QgsProcessing, QgsRasterLayer
+from qgis.core import QgsVectorLayer
 
 import processing
 from test_qgis_process import _qgis_process, cli_env  # noqa: F401 - the qgis_process fixture
@@ -90,6 +91,9 @@ def test_four_dates_grid_classes_style_nodata(terramind_provider, temporal_data,
     assert any("chips of 256 px every 208 px, 8 px dropped at chip borders, 4 chips" in m for m in feedback.infos)
     summary = {c["name"]: c["pixels"] for c in json.loads(result["CLASS_SUMMARY"])}
     assert summary["No flood"] + summary["Flood"] == int((~gap).sum())
+    polygons = QgsVectorLayer(result["OUTPUT_POLYGONS"], "polygons", "ogr")
+    assert polygons.isValid() and polygons.featureCount() > 0
+    assert {(f["class"], f["class_name"]) for f in polygons.getFeatures()} <= {(0, "No flood"), (1, "Flood")}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -111,7 +115,9 @@ def test_catalogue_model_requests_are_checked_before_the_worker(terramind_provid
     """MODEL by id: its card says what it reads, so QGIS checks the dates itself (no weights needed for that)."""
     base = {**_params(temporal_data, tmp_path, MODEL="terramind_v1_base_flood"), "MODEL_FILE": None, "CONFIG": None}
     alg = terramind_provider.algorithm("segmentwithfinetunedmodel")
-    assert "terramind_v1_base_flood" in alg.parameterDefinition("MODEL").options()
+    assert {"terramind_v1_base_flood", "terramind_v1_base_fire"} <= set(alg.parameterDefinition("MODEL").options())
+    download = terramind_provider.algorithm("downloadmodels")  # downloadable for offline use
+    assert {"terramind_v1_base_flood", "terramind_v1_base_fire"} <= set(download.parameterDefinition("MODELS").options())
     with pytest.raises(QgsProcessingException, match=r"(?m)^DATES_S1RTC: 2 dates \(layers\) given, but the model reads 4"):
         processing.run(ALG, {**base, "DATES_S1RTC": temporal_data["S1RTC"][:2]})
     with pytest.raises(QgsProcessingException, match=r"(?m)^INPUT_DEM: model 'terramind_v1_base_flood' reads S2L2A, S1RTC, DEM; give DEM"):

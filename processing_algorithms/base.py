@@ -197,22 +197,24 @@ class TerraMindAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
 
     def _job(self, plan: RunPlan, tmp: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> Job:
         first_crs = plan.inputs[0].layer.crs() if plan.inputs else None  # tasks without layers: download, export
-        inputs = {}
+        dates: dict[str, list[InputSpec]] = {}  # modality -> its layers: one, or one per date in date order
         for item in plan.inputs:
             path = layers.local_file(item.layer)
             if path is None:
                 # without EXTENT the work area is the first input: a larger second layer is cut to it
                 work = plan.extent if plan.extent is not None else QgsRectangle(plan.inputs[0].layer.extent())
                 area = layers.extent_in_layer_crs(item.layer, work, first_crs, context)
-                path = layers.export_layer(item, area, os.path.join(tmp, f"{item.modality.name}.tif"), context, feedback)
+                name = f"{item.modality.name}_{len(dates.get(item.modality.name, []))}.tif"
+                path = layers.export_layer(item, area, os.path.join(tmp, name), context, feedback)
             band = (item.bands or (1,))[0]
             nodata = layers.nodata_value(item, band, feedback)
             bands = item.bands
             if item.rendered:  # exported RGBA: red, green, blue; the alpha band masks nodata
                 bands, nodata = bands or layers.RENDERED_BANDS, None
-            inputs[item.modality.name] = InputSpec(path=os.path.abspath(path), bands=bands, nodata=nodata,
-                                                   file_nodata=layers.uses_file_nodata(item.layer, band),
-                                                   name=item.layer.name())  # fmt: skip
+            dates.setdefault(item.modality.name, []).append(InputSpec(
+                path=os.path.abspath(path), bands=bands, nodata=nodata,
+                file_nodata=layers.uses_file_nodata(item.layer, band), name=item.layer.name()))  # fmt: skip
+        inputs = {m: replace(d[0], dates=tuple(d)) if len(d) > 1 else d[0] for m, d in dates.items()}
         for target in plan.outputs.values():
             folder = os.path.dirname(os.path.abspath(target.path))
             try:

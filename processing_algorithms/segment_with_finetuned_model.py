@@ -1,4 +1,10 @@
-"""Segment with fine-tuned model: a TerraTorch fine-tuned TerraMind segmentation model over rasters."""
+"""Segment with fine-tuned model: a TerraTorch fine-tuned TerraMind segmentation model over rasters.
+
+The model is a catalogue id (MODEL: IBM and ESA's ImpactMesh flood and wildfire models) or a file
+(MODEL_FILE; with MODEL it is that model's weights). A multi-temporal model reads each modality over
+its dates: DATES_<M> takes one layer per date, in date order (INPUT_<M>, one layer, stays for a single
+date: a single-date model, or a DEM that is used for every date).
+"""
 
 from __future__ import annotations
 
@@ -13,23 +19,27 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputString,
     QgsProcessingParameterFile,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
+    QgsRasterLayer,
 )
 
 import processing
 
+from ..models.core import catalogue
 from ..models.core.errors import ConfigError
 from ..models.core.job import ModelRequest
 from ..models.core.modalities import MODALITIES
-from ..models.core.params import FINETUNED_INPUTS, SegmentParams
+from ..models.core.params import FINETUNED_INPUTS, MAX_CHIP, MIN_CHIP, ChipSettings, SegmentParams
 from . import parameters as p
 from . import styling
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
-from .layers import band_count, check_input
+from .layers import LayerInput, band_count, check_input
 from .planning import input_file, destination, layer_name, read_extent
 
 MODEL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json", ".onnx")
@@ -42,11 +52,14 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
 
     NAME, DISPLAY_NAME, GROUP = "segmentwithfinetunedmodel", "Segment with fine-tuned model", "segmentation"
 
+    MODEL = p.MODEL
     MODEL_FILE = "MODEL_FILE"
     CONFIG = "CONFIG"
     CLASSES = "CLASSES"
     INPUT_PARAMS = {m: f"INPUT_{m}" for m in FINETUNED_INPUTS}
+    DATES_PARAMS = {m: f"DATES_{m}" for m in FINETUNED_INPUTS}
     BANDS_PARAMS = {m: f"BANDS_{m}" for m in FINETUNED_INPUTS}
+    CHIP_SIZE, CHIP_STRIDE, CHIP_DELTA = "CHIP_SIZE", "CHIP_STRIDE", "CHIP_DELTA"
     OUTPUT = "OUTPUT"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
     OUTPUT_POLYGONS = "OUTPUT_POLYGONS"
@@ -55,20 +68,33 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
               "outputs.probabilities": OUTPUT_PROBABILITIES}  # fmt: skip
 
     def initAlgorithm(self, config: dict | None = None) -> None:
-        self.addParameter(QgsProcessingParameterFile(self.MODEL_FILE, self.tr("Fine-tuned model file"),
-                                                     QgsProcessingParameterFile.Behavior.File, fileFilter=MODEL_FILTER))
+        self.addParameter(p.model_param("finetuned", self.tr("Fine-tuned model of the catalogue (or give its file)"),
+                                        default=None, optional=True))  # fmt: skip
+        self.addParameter(QgsProcessingParameterFile(self.MODEL_FILE, self.tr("Fine-tuned model file (with a catalogue "
+                                                     "model: its weights; empty: Hugging Face Hub or its cache)"),
+                                                     QgsProcessingParameterFile.Behavior.File, fileFilter=MODEL_FILTER,
+                                                     optional=True))  # fmt: skip
         self.addParameter(QgsProcessingParameterFile(self.CONFIG, self.tr("TerraTorch config (YAML)"),
                                                      QgsProcessingParameterFile.Behavior.File, optional=True,
                                                      fileFilter="TerraTorch configs (*.yaml *.yml)"))
         for modality, key in self.INPUT_PARAMS.items():
             self.addParameter(QgsProcessingParameterRasterLayer(
                 key, self.tr("Input {}").format(MODALITIES[modality].title), optional=True))
+            self.addParameter(QgsProcessingParameterMultipleLayers(
+                self.DATES_PARAMS[modality], self.tr("Input {}, one layer per date in date order (multi-temporal models)")
+                .format(MODALITIES[modality].title), QgsProcessing.SourceType.TypeRaster, optional=True))
         for modality, key in self.BANDS_PARAMS.items():
             self.addParameter(p.advanced(p.band_mapping_param(
                 key, self.tr("Band mapping of {} (bands in the model's order)").format(modality), self.INPUT_PARAMS[modality])))
         self.addParameter(QgsProcessingParameterString(self.CLASSES, self.tr("Class names and colours"),
                                                        optional=True, multiLine=True))
         self.addParameter(p.seed_param())
+        for key, what, low, high in ((self.CHIP_SIZE, "chip size (px)", MIN_CHIP, MAX_CHIP),
+                                     (self.CHIP_STRIDE, "chip stride (px)", 1, MAX_CHIP),
+                                     (self.CHIP_DELTA, "pixels dropped at chip borders", 0, MAX_CHIP // 2)):  # fmt: skip
+            self.addParameter(p.advanced(QgsProcessingParameterNumber(
+                key, self.tr("TerraTorch tiled inference: {} (empty: the model's)").format(what),
+                QgsProcessingParameterNumber.Type.Integer, None, optional=True, minValue=low, maxValue=high)))
         for param in p.shared_params():
             if param.name() not in (p.WEIGHTS, p.UNTRAINED):  # the model file holds the weights
                 self.addParameter(param)
@@ -81,24 +107,22 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.CLASS_SUMMARY, self.tr("Classes (JSON: value, name, colour, pixels)")))
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
+        model_id = self.parameterAsEnumString(parameters, self.MODEL, context) or None
+        spec = catalogue.get(model_id) if model_id else None
         model_file = input_file(self, parameters, self.MODEL_FILE, context, MODEL_SUFFIXES)
-        if model_file is None:
-            raise ConfigError(f"{self.MODEL_FILE}: choose the fine-tuned model file (.ckpt, .pt, .safetensors, .json or .onnx)")
+        if model_file is None and spec is None:
+            raise ConfigError(f"{self.MODEL_FILE}: choose a fine-tuned model in {self.MODEL} or its file "
+                              "(.ckpt, .pt, .safetensors, .json or .onnx)")  # fmt: skip
         config = input_file(self, parameters, self.CONFIG, context, (".yaml", ".yml"))
-        inputs = []
-        for modality, key in self.INPUT_PARAMS.items():
-            layer = self.parameterAsRasterLayer(parameters, key, context)
-            if layer is None:
-                continue
-            bands = p.read_band_mapping(self, parameters, self.BANDS_PARAMS[modality], context)
-            count = len(bands) if bands else band_count(layer)
-            # The model decides how many bands it reads (band subsets); the worker checks the count.
-            any_count = replace(MODALITIES[modality], bands=tuple(f"band {i + 1}" for i in range(count)),
-                                band_labels=tuple(f"band {i + 1}" for i in range(count)))  # fmt: skip
-            item = check_input(key, layer, any_count, bands, mapping_param=self.BANDS_PARAMS[modality])
-            inputs.append(replace(item, modality=MODALITIES[modality]))
+        inputs, counts = self._read_inputs(parameters, context)
         if not inputs:
-            raise ConfigError(f"give an input layer for each modality the model reads ({', '.join(self.INPUT_PARAMS.values())})")
+            raise ConfigError(f"give an input layer for each modality the model reads "
+                              f"({', '.join(self.INPUT_PARAMS.values())}, or {', '.join(self.DATES_PARAMS.values())} "
+                              "for the dates of a multi-temporal model)")  # fmt: skip
+        if spec is not None:  # the card says what the model reads: the worker's rule, checked now
+            SegmentParams.check_catalogue_model(spec, counts)
+        chips = ChipSettings(*(self._optional_int(parameters, k, context) for k in (self.CHIP_SIZE, self.CHIP_STRIDE,
+                                                                                    self.CHIP_DELTA)))  # fmt: skip
         tiling = p.read_tiling(self, parameters, context)
         extent = read_extent(self, parameters, context, inputs)
         source = inputs[0].layer.name()
@@ -108,17 +132,57 @@ class SegmentWithFinetunedModelAlgorithm(TerraMindAlgorithm):
         if prob_path:
             outputs["probabilities"] = OutputTarget(self.OUTPUT_PROBABILITIES, prob_path, "probability",
                                                     layer_name("Class probabilities", source, False))  # fmt: skip
+        name = spec.id if spec is not None else os.path.splitext(os.path.basename(str(model_file)))[0]
         return RunPlan(
             task="segment",
             inputs=inputs,
             outputs=outputs,
-            model=ModelRequest(id=os.path.splitext(os.path.basename(model_file))[0], weights=model_file),
+            model=ModelRequest(id=name, weights=model_file, catalogue_paths=p.catalogue_paths()),
             params=SegmentParams(config, self.parameterAsString(parameters, self.CLASSES, context) or None,
-                                 self.parameterAsInt(parameters, p.SEED, context), bool(prob_path)).as_params(),
+                                 self.parameterAsInt(parameters, p.SEED, context), bool(prob_path), chips).as_params(),
             tiling=tiling, extent=extent,
             device=self.parameterAsEnumString(parameters, p.DEVICE, context) or "auto",
             precision=self.parameterAsEnumString(parameters, p.PRECISION, context) or "fp32",
         )  # fmt: skip
+
+    def _read_inputs(self, parameters: dict, context: QgsProcessingContext) -> tuple[list[LayerInput], dict[str, int]]:
+        """The input layers, a modality's dates in order (one ``LayerInput`` each), and the dates per modality."""
+        inputs, counts = [], {}
+        self._input_params: dict[str, str] = {}
+        for modality, key in self.INPUT_PARAMS.items():
+            dates_key = self.DATES_PARAMS[modality]
+            one = self.parameterAsRasterLayer(parameters, key, context)
+            dates = list(self.parameterAsLayerList(parameters, dates_key, context) or [])
+            if one is not None and dates:
+                raise ConfigError(f"{dates_key}: give {modality} either as one layer ({key}) or as its dates "
+                                  f"({dates_key}), not both")  # fmt: skip
+            layers = dates or ([one] if one is not None else [])
+            if not layers:
+                continue
+            param = dates_key if dates else key
+            self._input_params[modality] = param
+            bands = p.read_band_mapping(self, parameters, self.BANDS_PARAMS[modality], context)
+            for i, layer in enumerate(layers):
+                if not isinstance(layer, QgsRasterLayer):
+                    raise ConfigError(f"{param}: '{layer.name()}' is not a raster layer")
+                label = f"{param} (date {i + 1})" if dates else param
+                count = len(bands) if bands else band_count(layer)
+                # The model decides how many bands it reads (band subsets); the worker checks the count.
+                names = tuple(f"band {b + 1}" for b in range(count))
+                any_count = replace(MODALITIES[modality], bands=names, band_labels=names)
+                item = check_input(label, layer, any_count, bands, mapping_param=self.BANDS_PARAMS[modality])
+                inputs.append(replace(item, modality=MODALITIES[modality]))
+            counts[modality] = len(layers)
+        return inputs, counts
+
+    def _optional_int(self, parameters: dict, key: str, context: QgsProcessingContext) -> int | None:
+        value = parameters.get(key)
+        return None if value is None or value == "" else self.parameterAsInt(parameters, key, context)
+
+    def field_names(self) -> dict[str, str]:
+        """``inputs.<M>`` is the parameter the modality came from (INPUT_<M> or DATES_<M>)."""
+        used = {f"inputs.{m}": key for m, key in getattr(self, "_input_params", {}).items()}
+        return {**super().field_names(), **used}
 
     def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
         out = super().results(plan, result, feedback)

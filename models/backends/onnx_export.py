@@ -201,15 +201,19 @@ def export_segmentation(
     cfg, names = model.config, list(model.input_names)
     graph = SegmentationGraph(model.net, names)
     device = _device(model.net)
-    args = tuple(_example((EXPORT_BATCH, len(s.bands), h, w), CHECK_SEED + i, device) for i, s in enumerate(cfg.inputs))
+    # a multi-temporal graph serves the dates the model was trained with: (B, C, T, H, W)
+    dates = [(cfg.temporal.trained_dates or 1)] if cfg.temporal is not None else []
+    shapes = [[len(s.bands), *dates, h, w] for s in cfg.inputs]
+    args = tuple(_example((EXPORT_BATCH, *shape), CHECK_SEED + i, device) for i, shape in enumerate(shapes))
     onnx_bytes = _trace(graph, args, names, ["logits"], opset)
     model_id = model_id or model.provenance.model_id
-    inputs = [io_entry(s.name, [-1, len(s.bands), h, w], modality=s.modality, bands=list(s.bands),
-                       mean=list(s.mean), std=list(s.std)) for s in cfg.inputs]  # fmt: skip
+    inputs = [io_entry(s.name, [-1, *shape], modality=s.modality, bands=list(s.bands), mean=list(s.mean),
+                       std=list(s.std)) for s, shape in zip(cfg.inputs, shapes)]  # fmt: skip
     card = _common_card(SEGMENTATION, model_id, title or model_id, inputs,
                         [io_entry("logits", [-1, cfg.num_classes, h, w])], opset)  # fmt: skip
     card.update(
         modalities=[s.modality for s in cfg.inputs], tile_size=[h, w], num_classes=cfg.num_classes,
+        dates=dates[0] if dates else None,
         no_data_replace=cfg.no_data_replace, classes=[asdict(c) for c in model.classes], config=cfg.to_dict(),
         source={"checkpoint": model.provenance.checkpoint, "config": model.provenance.config,
                 "format": model.provenance.format, "sha256": _sha256(model.provenance.checkpoint)},

@@ -1,7 +1,8 @@
 """Run exported TerraMind graphs with ONNX Runtime: numpy in, numpy out, no torch.
 
 - ``OnnxSegmentationModel(path)``: a fine-tuned segmentation model exported by onnx_export.py.
-  ``model(raw)`` takes raw inputs ``{config input name: (B, C, H, W)}`` and does what
+  ``model(raw)`` takes raw inputs ``{config input name: (B, C, H, W)}`` (a multi-temporal model:
+  ``(B, C, T, H, W)`` with the ``dates`` its card names) and does what
   models/segmentation's ``SegmentationModel`` does: NaN → ``no_data_replace`` (raw units, also
   ±inf → the largest finite float32, like ``torch.nan_to_num``), ``(x - mean) / std`` in float32,
   then the graph → logits ``(B, K, H, W)`` float32. H, W must be the tile size the graph was
@@ -90,6 +91,8 @@ class OnnxSegmentationModel:
         self.classes = resolve_classes(self.config.num_classes, names=self.config.class_names, card_classes=_classes(card))
         self.provenance = OnnxProvenance(str(path), None, "onnx", str(card["model_id"]))
         self.weights_source = _weights_source(Path(path), card)
+        self.temporal = self.config.temporal is not None
+        self.dates = int(card.get("dates") or (self.config.temporal.dates or 1) if self.temporal else 1)
         self._stats = {
             s.name: (np.asarray(s.mean, np.float32).reshape(-1, 1, 1), np.asarray(s.std, np.float32).reshape(-1, 1, 1))
             for s in self.config.inputs
@@ -112,20 +115,23 @@ class OnnxSegmentationModel:
                     f"the model needs input '{spec.name}' ({spec.modality}, {len(spec.bands)} bands), which was not given"
                 )
             x = np.asarray(raw[spec.name], dtype=np.float32)
-            if x.ndim != 4 or x.shape[1] != len(spec.bands):
-                raise InputRasterError(
-                    f"input '{spec.name}' must be (B, {len(spec.bands)}, H, W) ({', '.join(spec.bands)}), "
-                    f"got {tuple(x.shape)}"
-                )
+            shape = self.config.input_shape(spec.name)  # ('B', C, H, W) or ('B', C, T, H, W)
+            if self.temporal and shape[2] == "T":
+                shape = (*shape[:2], self.dates, *shape[3:])  # the dates the graph was traced with
+            if x.ndim != len(shape) or tuple(x.shape[1:-2]) != tuple(shape[1:-2]):
+                want = ", ".join(str(v) for v in shape)
+                raise InputRasterError(f"input '{spec.name}' must be ({want}) ({', '.join(spec.bands)}), got {tuple(x.shape)}")
             if tuple(x.shape[-2:]) != self.tile_size:
                 h, w = self.tile_size
                 raise ConfigError(
                     f"this ONNX model was exported for {h}x{w} tiles; input '{spec.name}' is "
                     f"{x.shape[-2]}x{x.shape[-1]}: use tile size {h} or export the model again with --tile-size"
                 )
-            x = np.nan_to_num(x, nan=np.float32(self.config.no_data_replace))  # (B, C, H, W)
+            x = np.nan_to_num(x, nan=np.float32(self.config.no_data_replace))  # (B, C, [T,] H, W)
             mean, std = self._stats[spec.name]
-            out[spec.name] = np.ascontiguousarray((x - mean) / std)  # (B, C, H, W)
+            if x.ndim == 5:
+                mean, std = mean[..., None], std[..., None]  # (C, 1, 1, 1): every date alike
+            out[spec.name] = np.ascontiguousarray((x - mean) / std)  # (B, C, [T,] H, W)
         return out
 
     def __call__(self, raw: Mapping[str, np.ndarray], seed: int | None = None) -> np.ndarray:

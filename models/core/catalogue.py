@@ -4,6 +4,15 @@ A ``ModelSpec`` is one model card (timm ``PretrainedCfg`` / torchgeo ``WeightsEn
 the architecture config, where the weights live (Hugging Face repo, file, pinned revision,
 licence), and what goes in and out. The QGIS side lists it without importing torch.
 
+Kinds: ``tokenizer``, ``terramind`` (the foundation models) and ``finetuned``: IBM and ESA's own
+fine-tuned segmentation models (``FINETUNED``: ImpactMesh flood and wildfire mapping), whose card
+names the TerraTorch config they were trained with (``FinetunedConfig``, the YAML ships with the
+plugin), the modalities and dates they read and their classes with names and colours. Their Hub
+repos' checkpoint file names are not known offline (the repos were not reachable when this was
+written): such a source has ``filename`` "" and ``filename_match``, and the file is resolved at
+download time from the repo listing (models/weights/hub.py ``resolve_filename``: the one checkpoint
+file whose name contains ``filename_match``), or found in the Hugging Face cache by the same rule.
+
 Custom models (a user's own reduced or re-trained variant, the plugin's own test variants) are
 model cards in JSON with the same fields (``ModelSpec.to_dict`` / ``from_dict``), registered with
 ``register`` or found in the folders named by the ``TERRAMIND_CATALOGUE_PATH`` environment
@@ -23,10 +32,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .configs import TerraMindConfig, TokenizerConfig
+from .configs import FinetunedConfig, TerraMindConfig, TokenizerConfig
 from .errors import ConfigError, ModelNotFoundError
 from .job import ModelRequest
-from .modalities import IMAGE_OUTPUTS, INPUTS, MODALITIES, TOKENIZED
+from .modalities import IMAGE_OUTPUTS, INPUTS, MODALITIES, TOKENIZED, ClassInfo
 
 OFFICIAL_REVISION = "main"
 HF_ORG = "ibm-esa-geospatial"
@@ -38,10 +47,16 @@ class WeightsSource:
     """Where a model's official weights live."""
 
     repo_id: str
-    filename: str
+    filename: str  # "" when not known offline: resolved from the repo listing with ``filename_match``
     revision: str = OFFICIAL_REVISION
     sha256: str | None = None
     license: str = LICENSE
+    filename_match: str | None = None  # the checkpoint whose file name contains this (case-insensitive)
+
+    @property
+    def display_name(self) -> str:
+        """The file name, or how it will be found."""
+        return self.filename or f"the checkpoint named *{self.filename_match}* (resolved from the repo listing)"
 
 
 @dataclass(frozen=True)
@@ -49,20 +64,25 @@ class ModelSpec:
     """One catalogue entry (a model card)."""
 
     id: str
-    kind: Literal["tokenizer", "terramind"]
+    kind: Literal["tokenizer", "terramind", "finetuned"]
     title: str
-    config: TokenizerConfig | TerraMindConfig
+    config: TokenizerConfig | TerraMindConfig | FinetunedConfig
     weights: WeightsSource | None
     modality: str | None = None  # tokenizers: the modality they encode
-    inputs: tuple[str, ...] = ()  # terramind: modalities it accepts
+    inputs: tuple[str, ...] = ()  # terramind: modalities it accepts; finetuned: the ones it reads, in order
     outputs: tuple[str, ...] = ()  # terramind: modalities it can generate
     tokenizers: dict[str, str] = field(default_factory=dict)  # modality -> tokenizer id
     official: bool = True
     description: str = ""
+    classes: tuple[ClassInfo, ...] = ()  # finetuned: the output classes (value, name, colour)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["config"]["type"] = type(self.config).__name__
+        if not self.classes:
+            del d["classes"]  # the fields added later stay out of cards that do not use them
+        if d["weights"] is not None and d["weights"]["filename_match"] is None:
+            del d["weights"]["filename_match"]
         return d
 
     @classmethod
@@ -70,9 +90,9 @@ class ModelSpec:
         try:
             d = dict(data)
             cfg = dict(d.pop("config"))
-            cfg_type = {"TokenizerConfig": TokenizerConfig, "TerraMindConfig": TerraMindConfig}[
-                cfg.pop("type", "TokenizerConfig" if d.get("kind") == "tokenizer" else "TerraMindConfig")
-            ]
+            default_type = {"tokenizer": "TokenizerConfig", "finetuned": "FinetunedConfig"}.get(d.get("kind"), "TerraMindConfig")
+            cfg_type = {"TokenizerConfig": TokenizerConfig, "TerraMindConfig": TerraMindConfig,
+                        "FinetunedConfig": FinetunedConfig}[cfg.pop("type", default_type)]  # fmt: skip
             names = {f.name for f in fields(cfg_type)}
             unknown = set(cfg) - names
             if unknown:
@@ -81,6 +101,7 @@ class ModelSpec:
             weights = d.pop("weights", None)
             for key in ("inputs", "outputs"):
                 d[key] = tuple(d.get(key, ()))
+            d["classes"] = tuple(ClassInfo(int(c["value"]), str(c["name"]), str(c["color"])) for c in d.get("classes", ()))
             return cls(
                 config=cfg_type(**cfg),
                 weights=WeightsSource(**weights) if weights else None,
@@ -98,9 +119,9 @@ PINNED_REVISIONS: dict[str, tuple[str, str | None]] = {}
 # END PINNED_REVISIONS
 
 
-def _source(repo_id: str, filename: str) -> WeightsSource:
+def _source(repo_id: str, filename: str, filename_match: str | None = None) -> WeightsSource:
     revision, sha256 = PINNED_REVISIONS.get(repo_id, (OFFICIAL_REVISION, None))
-    return WeightsSource(repo_id, filename, revision, sha256)
+    return WeightsSource(repo_id, filename, revision, sha256, filename_match=filename_match)
 
 
 def _tokenizer(modality: str, kind: str, in_channels: int, levels: tuple[int, ...], repo: str) -> ModelSpec:
@@ -131,6 +152,34 @@ def _terramind(size: str, cfg: TerraMindConfig) -> ModelSpec:
     )
 
 
+def _impactmesh(hazard: str, title: str, classes: tuple[ClassInfo, ...], what: str) -> ModelSpec:
+    """IBM and ESA's ImpactMesh fine-tune of TerraMind base (IBM/ImpactMesh ``configs/``)."""
+    return ModelSpec(
+        id=f"terramind_v1_base_{hazard}",
+        kind="finetuned",
+        title=f"TerraMind base {title} (ImpactMesh, IBM/ESA)",
+        config=FinetunedConfig(f"terramind_v1_base_impactmesh_{hazard}.yaml", "terramind_v1_base", num_classes=2,
+                               dates=4, multi_temporal=True),  # fmt: skip
+        weights=_source(f"{HF_ORG}/TerraMind-base-{title}", "", filename_match=hazard),
+        inputs=("S2L2A", "S1RTC", "DEM"),
+        classes=classes,
+        description=(
+            f"{what} from Sentinel-2 L2A (12 bands), Sentinel-1 RTC (VV, VH, dB) and a DEM over four dates "
+            "(one layer per date, in date order; one DEM layer is used for every date), TerraTorch's temporal "
+            "wrapper with concat pooling and a UNet decoder, trained on ImpactMesh. Tiled like TerraTorch: chips "
+            "of 256 px every 208 px, 8 px dropped at chip borders. The checkpoint's file name is not known "
+            f"offline: it is resolved from the repo listing (the checkpoint whose name contains '{hazard}')."
+        ),
+    )
+
+
+FINETUNED: tuple[ModelSpec, ...] = (
+    _impactmesh("flood", "Flood", (ClassInfo(0, "No flood", "#D9D9D9"), ClassInfo(1, "Flood", "#1F77B4")),
+                "Flood mapping"),
+    _impactmesh("fire", "Fire", (ClassInfo(0, "Not burned", "#D9D9D9"), ClassInfo(1, "Burn scar", "#D62728")),
+                "Burn-scar (wildfire) mapping"),
+)  # fmt: skip
+
 OFFICIAL: tuple[ModelSpec, ...] = (
     _tokenizer("S2L2A", "divae", 12, (8, 8, 8, 6, 5), "S2L2A"),
     _tokenizer("S1GRD", "divae", 2, (8, 8, 8, 6, 5), "S1GRD"),
@@ -142,6 +191,7 @@ OFFICIAL: tuple[ModelSpec, ...] = (
     _terramind("small", TerraMindConfig(384, 6, 12, 6, "gelu", 1536, True)),
     _terramind("base", TerraMindConfig(768, 12, 12, 12, "swiglu", 2048, False)),
     _terramind("large", TerraMindConfig(1024, 16, 24, 24, "swiglu", 2730, False)),
+    *FINETUNED,
 )
 
 _REGISTRY: dict[str, ModelSpec] = {s.id: s for s in OFFICIAL}
@@ -183,9 +233,17 @@ def load_cards(folder: str | os.PathLike[str]) -> list[ModelSpec]:
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot read model card file {path}: {e}") from None
         for card in data if isinstance(data, list) else [data]:
-            if card.get("kind") in ("tokenizer", "terramind"):
-                out.append(register(ModelSpec.from_dict(card), replace_existing=True))
+            if card.get("kind") in ("tokenizer", "terramind", "finetuned"):
+                out.append(register(_card_paths(ModelSpec.from_dict(card), path.parent), replace_existing=True))
     return out
+
+
+def _card_paths(spec: ModelSpec, folder: Path) -> ModelSpec:
+    """A custom fine-tuned card's config file, relative to the card's folder, made absolute."""
+    cfg = spec.config
+    if isinstance(cfg, FinetunedConfig) and not os.path.isabs(cfg.config_file) and (folder / cfg.config_file).is_file():
+        return replace(spec, config=replace(cfg, config_file=str((folder / cfg.config_file).absolute())))
+    return spec
 
 
 def _load_env_paths() -> None:

@@ -62,3 +62,22 @@ class TerraMindConfig:
     bias: bool  # qkv / proj / mlp linear biases (tiny, small)
     img_size: int = 224
     patch_size: int = 16
+
+
+@dataclass(frozen=True)
+class FinetunedConfig:
+    """A fine-tuned segmentation model of the catalogue: the TerraTorch config it was trained with and
+    what it reads (so the QGIS side can check a request without reading the YAML).
+
+    ``config_file`` is a file name in ``models/segmentation/configs/`` (the plugin ships the official
+    models' YAMLs there) or, for a custom card, a path (relative ones are relative to the card's
+    folder). ``dates``: the number of dates every input of a multi-temporal model reads (``None``: one
+    date, or any number for ``mean``/``max`` pooling). ``tests/unit/models/test_finetuned_catalogue.py``
+    checks the official entries against their YAMLs.
+    """
+
+    config_file: str
+    backbone: str
+    num_classes: int
+    dates: int | None = None
+    multi_temporal: bool = False

@@ -12,7 +12,8 @@ Job (JSON object)::
              | "embed" | "similarity" | "cluster" | "classify",
      "inputs":  {"<MODALITY or role>": {"path": "...", "bands": [1, 2, ...] | null,
                                         "nodata": <number> | null, "file_nodata": true,
-                                        "name": "layer name"}},
+                                        "name": "layer name",
+                                        "dates": [<date>, ...]}},
      "outputs": {"<output key>": "<path of the GeoTIFF to write>"},
      "model":   {"id": "terramind_v1_base", "weights": null | "<file or folder>",
                  "tokenizer_weights": {"<MODALITY>": "<file or folder>"}, "untrained": false,
@@ -25,7 +26,12 @@ Job (JSON object)::
 
 ``bands`` are 1-based band numbers of the file, listed in the model's band order (null: the file's
 bands as they are). ``nodata`` overrides the file's no-data value; with ``nodata`` null,
-``file_nodata`` false (added in protocol 1, additively; default true) ignores the file's value too. ``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
+``file_nodata`` false (added in protocol 1, additively; default true) ignores the file's value too.
+``dates`` (added in protocol 1, additively; task ``segment`` with a multi-temporal model): every date of
+the input in date order, one file each; a date is a path or an object with the input's own fields
+(``path``, ``bands``, ``nodata``, ``file_nodata``, ``name``), the fields it leaves out taken from the
+input; ``path`` may then be left out (it is the first date's). Without ``dates`` an input is one date.
+``params["backend"]`` (tasks ``segment`` and ``reconstruct``) is ``"torch"``
 or ``"onnx"``; left out, a ``model.weights`` file ending in ``.onnx`` (an export of
 ``models/backends/onnx_export.py``) selects ONNX Runtime, which needs no torch
 (models/runtime/backend.py).
@@ -79,7 +85,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -100,6 +106,37 @@ class InputSpec:
     nodata: float | None = None
     file_nodata: bool = True  # with nodata None: use the file's no-data value (False: every pixel is data)
     name: str = ""
+    dates: tuple[InputSpec, ...] = ()  # multi-temporal input: every date in order (the first is ``path``)
+
+    @property
+    def all_dates(self) -> tuple[InputSpec, ...]:
+        """The input's dates in order: ``dates``, or the input itself when it is one date."""
+        return self.dates or (replace(self, dates=()),)
+
+    @classmethod
+    def from_dict(cls, v: dict[str, Any] | str, parent: InputSpec | None = None) -> InputSpec:
+        """An input (or, with ``parent``, one of its dates: a path or the fields that differ) from the job."""
+        if isinstance(v, str) and parent is not None:
+            return replace(parent, path=v, dates=())
+        if not isinstance(v, dict):
+            raise ConfigError(f"malformed job: an input must be an object with 'path', got {v!r}")
+        base = parent or cls(path="")
+        spec = cls(
+            path=v.get("path", base.path),
+            bands=tuple(v["bands"]) if v.get("bands") else (None if "bands" in v else base.bands),
+            nodata=v.get("nodata", base.nodata),
+            file_nodata=bool(v.get("file_nodata", base.file_nodata)),
+            name=v.get("name", base.name),
+        )
+        if parent is not None:
+            return spec
+        dates = v.get("dates") or []
+        if not isinstance(dates, list):
+            raise ConfigError(f"malformed job: 'dates' must be a list of files or inputs, got {dates!r}")
+        dated = tuple(cls.from_dict(d, spec) for d in dates)
+        if dated and not spec.path:
+            spec = replace(spec, path=dated[0].path)
+        return replace(spec, dates=dated)
 
 
 @dataclass(frozen=True)
@@ -164,13 +201,15 @@ class Job:
             raise ConfigError(f"device must be {DEVICES_HELP}, got '{self.device}'")
         if self.extent is not None and (len(self.extent) != 4 or not all(_is_number(v) for v in self.extent)):
             raise ConfigError(f"extent must be four numbers (xmin, ymin, xmax, ymax), got {list(self.extent)}")
-        for key, spec in self.inputs.items():
-            if not isinstance(spec.path, str) or not spec.path:
-                raise ConfigError(f"inputs.{key}.path must be a file path, got {spec.path!r}")
-            if spec.nodata is not None and not _is_number(spec.nodata):
-                raise ConfigError(f"inputs.{key}.nodata must be a number or null, got {spec.nodata!r}")
-            if spec.bands is not None and not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.bands):
-                raise ConfigError(f"inputs.{key}.bands must be band numbers (1-based), got {list(spec.bands)}")
+        for key, input_spec in self.inputs.items():
+            for i, spec in enumerate((input_spec, *input_spec.dates)):
+                at = f"inputs.{key}" + (f".dates[{i - 1}]" if i else "")
+                if not isinstance(spec.path, str) or not spec.path:
+                    raise ConfigError(f"{at}.path must be a file path, got {spec.path!r}")
+                if spec.nodata is not None and not _is_number(spec.nodata):
+                    raise ConfigError(f"{at}.nodata must be a number or null, got {spec.nodata!r}")
+                if spec.bands is not None and not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.bands):
+                    raise ConfigError(f"{at}.bands must be band numbers (1-based), got {list(spec.bands)}")
         for key, path in self.outputs.items():
             if not isinstance(path, str) or not path:
                 raise ConfigError(f"outputs.{key} must be a file path, got {path!r}")
@@ -185,16 +224,7 @@ class Job:
             m["catalogue_paths"] = tuple(m.get("catalogue_paths", ()))
             return cls(
                 task=d["task"],
-                inputs={
-                    k: InputSpec(
-                        path=v["path"],
-                        bands=tuple(v["bands"]) if v.get("bands") else None,
-                        nodata=v.get("nodata"),
-                        file_nodata=bool(v.get("file_nodata", True)),
-                        name=v.get("name", ""),
-                    )
-                    for k, v in d.get("inputs", {}).items()
-                },
+                inputs={k: _input_from_dict(k, v) for k, v in d.get("inputs", {}).items()},
                 outputs=dict(d.get("outputs", {})),
                 model=ModelRequest(**m),
                 params=dict(d.get("params", {})),
@@ -217,6 +247,13 @@ class Job:
             if isinstance(e, ConfigError):
                 raise
             raise ConfigError(f"job is not valid JSON: {e}") from None
+
+
+def _input_from_dict(key: str, v: Any) -> InputSpec:
+    spec = InputSpec.from_dict(v)
+    if not spec.path:
+        raise ConfigError(f"malformed job: inputs.{key} has no 'path' (nor 'dates')")
+    return spec
 
 
 def _is_number(value: Any) -> bool:

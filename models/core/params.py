@@ -283,14 +283,56 @@ class MapWaterParams:
 CLASSES_EXAMPLE = "0: Others #D9D9D9; 1: Flood #1F77B4"
 
 
+MIN_CHIP, MAX_CHIP = 32, 4096
+
+
+@dataclass(frozen=True)
+class ChipSettings:
+    """TerraTorch's ``tiled_inference`` chips as a run asks for them: each value overrides the model
+    config's ``tiled_inference_parameters`` (``None``: the config's, else TerraTorch's default). Any
+    value given runs the model with TerraTorch's tiling even when its config has none."""
+
+    size: int | None = None  # crop: chip height and width (px)
+    stride: int | None = None  # px between chip origins
+    delta: int | None = None  # px dropped at every chip border
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("chip_size", MIN_CHIP, MAX_CHIP), ("chip_stride", 1, MAX_CHIP),
+                                ("chip_delta", 0, MAX_CHIP // 2)):  # fmt: skip
+            value = getattr(self, name.removeprefix("chip_"))
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"must be a whole number, got {value!r}", field=f"params.{name}")
+            check_range(name, value, low, high)
+        if self.size is not None and self.stride is not None and self.stride > self.size:
+            raise ConfigError(f"must not be larger than the chip size ({self.size} px), got {self.stride}: pixels "
+                              "between chips would get no prediction", field="params.chip_stride")  # fmt: skip
+
+    @property
+    def given(self) -> bool:
+        return any(v is not None for v in (self.size, self.stride, self.delta))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> ChipSettings:
+        def one(name: str) -> int | None:  # ranges: __post_init__
+            return None if params.get(name) is None else read_int(params, name, 0)
+
+        return cls(one("chip_size"), one("chip_stride"), one("chip_delta"))
+
+    def as_params(self) -> dict[str, Any]:
+        return {"chip_size": self.size, "chip_stride": self.stride, "chip_delta": self.delta}
+
+
 @dataclass(frozen=True)
 class SegmentParams:
-    """Task ``segment``: a fine-tuned model file (``model.weights``) and how to name its classes."""
+    """Task ``segment``: a fine-tuned model (a catalogue id or a file) and how to name its classes."""
 
-    config: str | None = None  # the TerraTorch YAML (optional for a .ckpt with hyper-parameters)
+    config: str | None = None  # the TerraTorch YAML (optional for a .ckpt with hyper-parameters and catalogue ids)
     classes: str | None = None  # names/colours overriding the model's (core/classes.py)
     seed: int = 0  # TiM models sample tokens
     probabilities: bool = False
+    chips: ChipSettings = field(default_factory=ChipSettings)
 
     def __post_init__(self) -> None:
         _check_seed(self.seed)
@@ -298,7 +340,59 @@ class SegmentParams:
     @classmethod
     def from_params(cls, params: Mapping[str, Any], probabilities: bool) -> SegmentParams:
         return cls(read_text(params, "config"), read_text(params, "classes", CLASSES_EXAMPLE), _seed(params),
-                   read_bool(params, "probabilities", probabilities))  # fmt: skip
+                   read_bool(params, "probabilities", probabilities), ChipSettings.from_params(params))  # fmt: skip
 
     def as_params(self) -> dict[str, Any]:
-        return {"config": self.config, "classes": self.classes, "seed": self.seed, "probabilities": self.probabilities}
+        return {"config": self.config, "classes": self.classes, "seed": self.seed, "probabilities": self.probabilities,
+                **self.chips.as_params()}  # fmt: skip
+
+    @staticmethod
+    def check_catalogue_model(spec: ModelSpec, inputs: Mapping[str, int]) -> DatePlan:
+        """A catalogue fine-tuned model with ``inputs`` (modality -> number of dates): its inputs and dates."""
+        require_kind(spec, "finetuned", "segmentation with a catalogue id", "terramind_v1_base_flood")
+        missing = [m for m in spec.inputs if m not in inputs]
+        if missing:
+            raise ConfigError(f"model '{spec.id}' reads {', '.join(spec.inputs)}; give {' and '.join(missing)} "
+                              f"(one layer per date)", field=f"inputs.{missing[0]}")  # fmt: skip
+        extra = [m for m in inputs if m not in spec.inputs]
+        if extra:
+            raise ConfigError(f"model '{spec.id}' does not read {', '.join(extra)} (it reads {', '.join(spec.inputs)})",
+                              field=f"inputs.{extra[0]}")  # fmt: skip
+        cfg = spec.config
+        return plan_dates({m: inputs[m] for m in spec.inputs}, temporal=getattr(cfg, "multi_temporal", False),
+                          wanted=getattr(cfg, "dates", None))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- dates
+@dataclass(frozen=True)
+class DatePlan:
+    """How many dates a run gives the model, and which inputs' one date is repeated over them."""
+
+    dates: int
+    repeated: tuple[str, ...] = ()
+
+
+def plan_dates(given: Mapping[str, int], *, temporal: bool, wanted: int | None) -> DatePlan:
+    """The dates of a run: ``given`` = modality -> number of dates (layers) in input order.
+
+    A single-date model takes one date of each input. A multi-temporal model takes ``wanted`` dates
+    of every input (``None``: any number, the same for every input); an input with one date (a DEM)
+    is repeated over them, as ImpactMesh's data module repeats a one-date file. Any other count is a
+    ``ConfigError`` naming the input, the count given and the count the model wants.
+    """
+    if not temporal:
+        for m, n in given.items():
+            if n != 1:
+                raise ConfigError(f"{n} dates (layers) given, but this model is not multi-temporal and reads one "
+                                  f"date of {m}; give one layer", field=f"inputs.{m}")  # fmt: skip
+        return DatePlan(1)
+    several = {m: n for m, n in given.items() if n != 1}
+    target = wanted if wanted is not None else next(iter(several.values()), 1)
+    for m, n in several.items():
+        if n != target:
+            want = f"{target} dates" if wanted is not None else f"the same number of dates as the other inputs ({target})"
+            raise ConfigError(f"{n} dates (layers) given, but the model reads {want} of {m}; give "
+                              f"{target} layers in date order, or one layer to use it for every date",
+                              field=f"inputs.{m}")  # fmt: skip
+    repeated = tuple(m for m, n in given.items() if n == 1 and target > 1)
+    return DatePlan(target, repeated)

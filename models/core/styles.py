@@ -140,6 +140,10 @@ def style_for(
         low, high = _range(stats, band, (-1.0, 1.0))
         half = max(abs(low), abs(high))  # symmetric about 0, so white means "no change"
         return StyleSpec("singlebandpseudocolor", (band,), ((-half, half),), BLUE_WHITE_RED, description="difference")
+    if name == "LOGITS":
+        low, high = _range(stats, 1, (-1.0, 1.0))
+        half = max(abs(low), abs(high))  # symmetric about 0
+        return StyleSpec("singlebandpseudocolor", (1,), ((-half, half),), BLUE_WHITE_RED, description="class logit")
     if name == "PROBABILITY":
         return StyleSpec("singlebandpseudocolor", (1,), ((0.0, 1.0),), VIRIDIS, description="probability")
     if name == "MASK":
@@ -156,7 +160,7 @@ def style_for(
         return StyleSpec("paletted", (1,), classes=_as_classes(classes), description="classes")
     raise ConfigError(
         f"no display style for output '{output}'; expected a modality (S2L2A, S2L1C, S2RGB, S1GRD, S1RTC, DEM, "
-        "NDVI, LULC) or a role (difference, probability, mask, classes, embeddings, similarity)"
+        "NDVI, LULC) or a role (difference, probability, logits, mask, classes, embeddings, similarity)"
     )
 
 

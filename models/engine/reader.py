@@ -143,20 +143,33 @@ class InputRaster:
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Window inside the grid → (data ``(C, h, w)`` float32 with invalid = 0, valid ``(h, w)`` bool)."""
+        data, ok = self.read_elements(row, col, height, width)
+        valid = ok.all(axis=0)
+        data[:, ~valid] = 0.0
+        return data, valid
+
+    def read_elements(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window inside the grid → (data ``(C, h, w)`` float32, valid ``(C, h, w)`` per band and pixel).
+
+        An element is invalid when it is not finite, equals the nodata value, or lies outside the
+        input's coverage; invalid elements hold 0 (the reference's ``no_data_replace`` in raw units).
+        """
         if self._vrt is not None:
             idx = [*self.bands, self._vrt.count]  # the alpha band is last
             raw = self._vrt.read(idx, window=((row, row + height), (col, col + width)))  # (C+1, h, w)
-            valid = raw[-1] > 0
+            covered = raw[-1] > 0
             raw = raw[:-1]
         else:
-            raw, valid = self._read_direct(row, col, height, width)
-        valid &= np.isfinite(raw).all(axis=0) if raw.dtype.kind == "f" else True
+            raw, covered = self._read_direct(row, col, height, width)
+        ok = np.broadcast_to(covered, raw.shape).copy()  # (C, h, w)
+        if raw.dtype.kind == "f":
+            ok &= np.isfinite(raw)
         if self.nodata is not None and not np.isnan(self.nodata):
-            valid &= (raw != np.asarray(self.nodata).astype(raw.dtype)).all(axis=0)
+            ok &= raw != np.asarray(self.nodata).astype(raw.dtype)
         data = raw.astype(np.float32)  # (C, h, w)
-        check_class_values(self.name, self.modality, data, valid)
-        data[:, ~valid] = 0.0
-        return data, valid
+        check_class_values(self.name, self.modality, data, ok.all(axis=0))
+        data[~ok] = 0.0
+        return data, ok
 
     def _read_direct(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         src = self._src
@@ -196,15 +209,26 @@ class InputStack:
         """
         g = self.grid
         h, w = min(size, g.height - y), min(size, g.width - x)
-        data: dict[str, np.ndarray] = {}
-        valid = np.ones((h, w), dtype=bool)
-        for inp in self.inputs:
-            d, v = inp.read(y, x, h, w)
-            data[inp.key], valid = d, valid & v
+        data, valid = self.read_window(y, x, h, w)
         if (h, w) != (size, size):
             pad = ((0, size - h), (0, size - w))
             data = {k: np.pad(d, ((0, 0), *pad), mode="reflect") for k, d in data.items()}
             valid = np.pad(valid, pad, mode="constant", constant_values=False)
+            if self.fill != 0.0:
+                for d in data.values():
+                    d[:, ~valid] = self.fill
+        return data, valid
+
+    def read_window(self, row: int, col: int, height: int, width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A window inside the grid → ({key: ``(C, h, w)`` float32}, valid ``(h, w)``: every input valid there).
+
+        Invalid pixels hold ``fill`` in every band of every input.
+        """
+        data: dict[str, np.ndarray] = {}
+        valid = np.ones((height, width), dtype=bool)
+        for inp in self.inputs:
+            d, v = inp.read(row, col, height, width)
+            data[inp.key], valid = d, valid & v
         if self.fill != 0.0:
             for d in data.values():
                 d[:, ~valid] = self.fill

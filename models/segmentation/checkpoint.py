@@ -61,12 +61,14 @@ def load_segmentation_model(
     config: PathLike | None = None,
     *,
     classes: str | None = None,
+    card_classes: tuple[ClassInfo, ...] = (),
     device: str | torch.device = "cpu",
 ) -> SegmentationModel:
     """The fine-tuned model in ``checkpoint`` (``.ckpt``/``.pt``/``.safetensors`` or a ``.json`` card).
 
     ``config``: the TerraTorch YAML (optional for Lightning checkpoints, ignored for cards).
-    ``classes``: class names/colours overriding the card's or config's (see ``classes.py``).
+    ``classes``: class names/colours overriding the card's or config's (see ``classes.py``);
+    ``card_classes``: those of the model's catalogue card (between the two).
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -89,7 +91,7 @@ def load_segmentation_model(
         )
     tensors = model_tensors(tensors, cfg, path)
     net = _build_and_load(cfg, TensorDictCheckpoint(tensors, path))
-    model_classes = resolve_classes(cfg.num_classes, names=cfg.class_names, override=classes)
+    model_classes = resolve_classes(cfg.num_classes, names=cfg.class_names, card_classes=card_classes, override=classes)
     provenance = Provenance(str(path), str(config) if config else None, fmt, path.stem)
     return SegmentationModel(net, cfg, model_classes, provenance).eval().to(device)
 

@@ -14,7 +14,7 @@ recorded so a run can default to them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 POOLINGS = ("mean", "max", "diff", "keep", "concat")
@@ -180,6 +180,23 @@ class TiledInferenceSpec:
         if (h - sh) // 2 < self.delta or (w - sw) // 2 < self.delta:
             return min((h - sh) // 2, (w - sw) // 2)
         return self.delta
+
+    @property
+    def square(self) -> bool:
+        """Square chips with one stride (what the worker's chip plan runs)."""
+        return self.tile[0] == self.tile[1] and self.strides[0] == self.strides[1]
+
+    def with_overrides(self, crop: int | None = None, stride: int | None = None, delta: int | None = None) -> TiledInferenceSpec:
+        """These settings with a run's chip size, stride and delta (``None``: keep this one's); a chip size or
+        stride given replaces the per-axis ``h_``/``w_`` values too."""
+        spec = self
+        if crop is not None:
+            spec = replace(spec, crop=crop, h_crop=None, w_crop=None)
+        if stride is not None:
+            spec = replace(spec, stride=stride, h_stride=None, w_stride=None)
+        if delta is not None:
+            spec = replace(spec, delta=delta)
+        return spec
 
 
 def tiled_inference_from_args(params: Any, notes: list[str]) -> TiledInferenceSpec | None:

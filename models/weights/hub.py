@@ -14,6 +14,13 @@ argument into one local file path:
   ``models--org--name/...``, an ``HF_HOME`` with ``hub/``, or a ``models--org--name`` folder), else,
   for entries without a catalogue file name, the only checkpoint file in it.
 
+A source whose file name is not known offline (``WeightsSource.filename`` "", ``filename_match``
+set: the official fine-tuned models) is resolved by ``resolve_filename``: in the cache (the
+revision's snapshot) or a folder, the one checkpoint file whose name contains ``filename_match``;
+else, online, from the repo listing (``HfApi.list_repo_files``) by the same rule; a ``.safetensors``
+file wins over a pickle file of the same name. The Hub endpoint is ``HF_ENDPOINT`` (read at call
+time too; tests point it at a local fake Hub).
+
 Errors: a Hub failure (offline cache miss, no network, unknown repo/revision/file, gated repo,
 checksum mismatch) is one ``DownloadError`` naming the repo, file and revision and saying how to
 provide the file locally; a local path that does not exist or holds no usable file is a
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +100,79 @@ def resolve_weights(
             f"model '{spec.id}' has no weights source in its catalogue card; give a weights file or "
             f"folder, or use the deterministic untrained weights (untrained=True) for testing"
         )
-    path = download(spec.weights, progress=progress)
-    src = spec.weights
+    src = resolve_filename(spec.weights, progress=progress)
+    path = download(src, progress=progress)
     return ResolvedWeights(path, "hub", src.repo_id, src.filename, src.revision)
+
+
+def hub_endpoint() -> str | None:
+    """The Hub's address from ``HF_ENDPOINT`` as it is now (None: huggingface_hub's default)."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def pick_checkpoint(names: list[str], source: WeightsSource) -> str | None:
+    """The file of ``names`` that ``source.filename_match`` names (module docstring); None when none does.
+
+    Several different checkpoints matching is a ``DownloadError`` listing them."""
+    match = (source.filename_match or "").lower()
+    found = [n for n in names if Path(n).suffix.lower() in CHECKPOINT_SUFFIXES and match in Path(n).name.lower()]
+    stems = sorted({str(Path(n).with_suffix("")) for n in found})
+    if not stems:
+        return None
+    if len(stems) > 1:
+        raise DownloadError(
+            f"repo '{source.repo_id}' (revision '{source.revision}') has several checkpoint files named "
+            f"*{source.filename_match}*: {', '.join(sorted(found))}; give the one to use as the model's weights file"
+        )
+    same = sorted(found, key=lambda n: (Path(n).suffix.lower() != ".safetensors", n))
+    return same[0]
+
+
+def resolve_filename(source: WeightsSource, *, progress: Progress | None = None) -> WeightsSource:
+    """``source`` with its file name: as it is when known, else from the cache or the repo listing."""
+    if source.filename:
+        return source
+    cache_dir = hub_cache_dir()
+    cached = pick_checkpoint(_snapshot_files(cache_dir / _repo_folder(source), source), source)
+    if cached is not None:
+        return replace(source, filename=cached)
+    if hub_offline():
+        raise _download_error(source, cache_dir, "its file name is not known offline, it is not in the local cache "
+                                                 "and HF_HUB_OFFLINE=1 forbids asking the Hub for the repo's files")  # fmt: skip
+    from huggingface_hub import HfApi
+
+    (progress or NullProgress()).info(f"listing the files of {source.repo_id} (revision {source.revision}) on Hugging Face")
+    try:
+        names = HfApi(endpoint=hub_endpoint()).list_repo_files(source.repo_id, revision=source.revision)
+    except Exception as e:  # every Hub/network failure becomes one DownloadError
+        raise _download_error(source, cache_dir, _reason(e)) from None
+    name = pick_checkpoint(list(names), source)
+    if name is None:
+        raise _download_error(source, cache_dir, f"the repo has no checkpoint file named *{source.filename_match}* "
+                                                 f"(its files: {', '.join(sorted(names)) or 'none'})")  # fmt: skip
+    return replace(source, filename=name)
+
+
+def _repo_folder(source: WeightsSource) -> str:
+    return "models--" + source.repo_id.replace("/", "--")
+
+
+def _snapshot_files(repo_cache: Path, source: WeightsSource) -> list[str]:
+    """Files (relative paths) of the revision's snapshot in a ``models--org--name`` cache folder
+    (every snapshot's when the revision has no ref there)."""
+    snapshots = repo_cache / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    ref = repo_cache / "refs" / source.revision
+    commit = ref.read_text(encoding="utf-8").strip() if ref.is_file() else source.revision
+    roots = [snapshots / commit] if (snapshots / commit).is_dir() else sorted(p for p in snapshots.iterdir() if p.is_dir())
+    return sorted({str(f.relative_to(root)) for root in roots for f in root.rglob("*") if f.is_file()})
 
 
 def download(source: WeightsSource, *, progress: Progress | None = None) -> Path:
     """The cached copy of ``source``, downloading it when it is not cached (and not offline)."""
     progress = progress or NullProgress()
+    source = resolve_filename(source, progress=progress)
     cache_dir = hub_cache_dir()
     cached = _cached_file(cache_dir, source)
     if cached is not None:
@@ -119,6 +191,7 @@ def download(source: WeightsSource, *, progress: Progress | None = None) -> Path
                 revision=source.revision,
                 cache_dir=str(cache_dir),
                 tqdm_class=_progress_bar_class(progress),
+                endpoint=hub_endpoint(),
             )
         )
     except CancelledError:
@@ -144,8 +217,11 @@ def _cached_file(cache_dir: Path, source: WeightsSource) -> Path | None:
 
 def _download_error(source: WeightsSource, cache_dir: Path, reason: str) -> DownloadError:
     url = f"https://huggingface.co/{source.repo_id}/resolve/{source.revision}/{source.filename}"
+    if not source.filename:
+        url = f"the checkpoint named *{source.filename_match}* from https://huggingface.co/{source.repo_id}/tree/{source.revision}"
+    what = f"weights file '{source.filename}'" if source.filename else f"the checkpoint named *{source.filename_match}*"
     return DownloadError(
-        f"cannot get weights file '{source.filename}' from Hugging Face repo '{source.repo_id}' "
+        f"cannot get {what} from Hugging Face repo '{source.repo_id}' "
         f"(revision '{source.revision}'): {reason}. To provide it locally, download {url} on a "
         f"connected machine and give the file (or its folder) as the model weights, or copy the "
         f"Hugging Face cache folder 'models--{source.repo_id.replace('/', '--')}' into {cache_dir}"
@@ -223,7 +299,7 @@ def _resolve_local(spec: ModelSpec, path: Path) -> Path:
         if found is not None:
             return found
         raise ConfigError(
-            f"folder '{path}' given as weights of model '{spec.id}' contains neither '{source.filename}' "
+            f"folder '{path}' given as weights of model '{spec.id}' contains neither '{source.display_name}' "
             f"nor a Hugging Face cache of '{source.repo_id}' holding it; give the file itself or its folder"
         )
     candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
@@ -237,7 +313,19 @@ def _resolve_local(spec: ModelSpec, path: Path) -> Path:
 
 
 def find_in_folder(folder: Path, source: WeightsSource) -> Path | None:
-    """``source``'s file in ``folder``: by name (or its ``.safetensors`` twin), or in a Hub cache there."""
+    """``source``'s file in ``folder``: by name (or its ``.safetensors`` twin), or in a Hub cache there.
+
+    A source without a file name takes the folder's (or the cache's) one checkpoint file its
+    ``filename_match`` names."""
+    if not source.filename:
+        found = pick_checkpoint([p.name for p in folder.iterdir() if p.is_file()], source)
+        if found is not None:
+            return folder / found
+        for repo_cache in (folder, folder / _repo_folder(source), folder / "hub" / _repo_folder(source)):
+            name = pick_checkpoint(_snapshot_files(repo_cache, source), source)
+            if name is not None:
+                return _find_in_repo_cache(repo_cache, replace(source, filename=name))
+        return None
     stem = Path(source.filename).stem
     for name in (source.filename, stem + ".safetensors"):
         if (folder / name).is_file():

@@ -40,6 +40,12 @@ EPILOG = """example job (reconstruct a Sentinel-2 L2A raster with the official t
    "params": {"timesteps": 10, "seed": 0},
    "tiling": {"tile_size": 224, "overlap": 32, "batch_size": 4}, "device": "auto", "precision": "fp32"}
 
+example job (IBM/ESA's flood model over four dates; one file per date, the DEM used for every date):
+  {"protocol": 1, "task": "segment", "model": {"id": "terramind_v1_base_flood"},
+   "inputs": {"S2L2A": {"dates": ["s2_t1.tif", "s2_t2.tif", "s2_t3.tif", "s2_t4.tif"]},
+              "S1RTC": {"dates": ["s1_t1.tif", "s1_t2.tif", "s1_t3.tif", "s1_t4.tif"]}, "DEM": {"path": "dem.tif"}},
+   "outputs": {"classes": "flood.tif"}, "device": "auto"}
+
 exit codes: 0 ok, 1 error while running, 2 bad job, 130 cancelled."""
 
 

@@ -14,6 +14,9 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
    the same scenes one after another: throughput, peak RSS per worker, on-paper N-node throughput;
 7. ``bench_embeddings.py`` — embedding extraction over a 4096² raster, tiny and base, CPU: seconds and
    the worker's peak RSS.
+8. ``bench_temporal.py`` — IBM/ESA's multi-temporal flood model (ImpactMesh, TerraMind base) over
+   1024² x 4 dates x 3 modalities, the worker vs terratorch's ``tiled_inference`` (same weights, same
+   tile grid): wall time, peak RSS, logit deviation.
 
 Each writes ``bench-results/<name>.json``; this script adds ``bench-results/environment.json`` (CPU,
 threads, versions) and ``bench-results/SUMMARY.md``. The reference side needs the terratorch venv
@@ -66,7 +69,7 @@ def environment() -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results")
-    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx fleet embeddings")
+    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx fleet embeddings temporal")
     p.add_argument("--tiled-sizes", nargs="+", default=["1024", "4096"])
     args = p.parse_args()
     out = (REPO / args.out).resolve()
@@ -86,6 +89,7 @@ def main() -> int:
         "onnx": (["tools/bench/bench_onnx.py", "--out", str(out / "onnx.json")], False),
         "fleet": (["tools/bench/bench_fleet.py", "--out", str(out / "fleet.json")], False),
         "embeddings": (["tools/bench/bench_embeddings.py", "--out", str(out / "embeddings.json")], False),
+        "temporal": (["tools/bench/bench_temporal.py", "--out", str(out / "temporal.json"), *no_ref], False),
     }
     (out / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
     done = []

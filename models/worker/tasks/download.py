@@ -13,8 +13,10 @@ Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``), where later runs find them,
 ``HF_HUB_OFFLINE=1``.
 
 Each file comes from the cache, else from the Hub (hub.py ``download``: progress relayed, the
-checksum verified when the card pins one). An offline cache miss, a network or Hub failure is one
-``DownloadError`` naming the repo, file and revision and how to provide the file. A file whose
+checksum verified when the card pins one). A card whose file name is not known offline (the
+official fine-tuned models) has it resolved first, from the cache or the repo listing (hub.py
+``resolve_filename``; the entry's ``resolved`` is then true). An offline cache miss, a network or
+Hub failure is one ``DownloadError`` naming the repo, file and revision and how to provide the file. A file whose
 sha256 differs from the one the card pins is refused. Cancellation is checked between files and
 while downloading, hashing and copying; a cancelled or failed run leaves no partial file (files
 already complete stay).
@@ -86,7 +88,8 @@ def validate(job: Job, backend: str) -> DownloadRequest:
     for spec in specs:
         for entry in [spec, *_tokenizers_of(spec, tokenizers)]:
             source = _source(entry, spec)
-            files.setdefault((source.repo_id, source.filename, source.revision), FileToGet(entry.id, source))
+            name = source.filename or f"*{source.filename_match}*"
+            files.setdefault((source.repo_id, name, source.revision), FileToGet(entry.id, source))
     folder = params.get("folder") or None
     if folder is not None:
         if not isinstance(folder, str):
@@ -131,6 +134,8 @@ def _check_unique_names(files: list[FileToGet], folder: str) -> None:
     """Two different sources cannot share a file name in one folder."""
     by_name: dict[str, FileToGet] = {}
     for item in files:
+        if not item.source.filename:
+            continue  # resolved at download time (checked again then)
         other = by_name.setdefault(item.source.filename, item)
         if other is not item:
             raise ConfigError(
@@ -148,12 +153,19 @@ def run(req: DownloadRequest, ctx: RunContext) -> dict[str, Any]:
             req.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"parameter 'folder': cannot create '{req.folder}': {e.strerror or e}") from None
-    entries = []
+    entries: list[dict[str, Any]] = []
     for i, item in enumerate(req.files):
         check_cancelled(progress)  # between files
         start, end = 100.0 * i / n, 100.0 * (i + 1) / n
         middle = start + DOWNLOAD_SHARE * (end - start)
-        src = item.source
+        src = hub.resolve_filename(item.source, progress=progress)
+        if not item.source.filename:
+            progress.info(f"'{item.model_id}': its checkpoint is '{src.filename}' (resolved from the repo listing)")
+            same = next((e for e in entries if e["filename"] == src.filename), None)
+            if req.folder is not None and same is not None:
+                raise ConfigError(f"'{same['model']}' ({same['repo']}) and '{item.model_id}' ({src.repo_id}) both have a "
+                                  f"file named '{src.filename}'; they cannot share the folder '{req.folder}': download "
+                                  "them into different folders")  # fmt: skip
         progress.info(f"file {i + 1}/{n}: {src.filename} of '{item.model_id}' ({src.repo_id}, revision {src.revision})")
         cached = hub.download(src, progress=ScaledProgress(progress, start, middle))
         finishing = ScaledProgress(progress, middle, end)
@@ -167,7 +179,7 @@ def run(req: DownloadRequest, ctx: RunContext) -> dict[str, Any]:
         entries.append({
             "model": item.model_id, "repo": src.repo_id, "revision": src.revision, "commit": snapshot_commit(cached),
             "filename": src.filename, "path": str(path), "cache_path": str(cached), "bytes": path.stat().st_size,
-            "sha256": digest, "placed": placed,
+            "sha256": digest, "placed": placed, "resolved": not item.source.filename,
         })  # fmt: skip
         progress.set_progress(end)
     total = sum(e["bytes"] for e in entries)

@@ -56,6 +56,8 @@ class ExportRequest:
     config_path: str | None = None  # segmentation
     classes: str | None = None  # segmentation
     spec: ModelSpec | None = None  # tokenizer
+    source: Any = None  # segmentation: models/runtime/segmenter.py ModelSource
+    config: Any = None  # segmentation: its SegmentationConfig
 
     def close(self) -> None:
         pass
@@ -109,17 +111,16 @@ def validate(job: Job, backend: str) -> ExportRequest:
 
 
 def _validate_segmentation(job: Job, tile: int, model_path: str) -> ExportRequest:
-    from ...segmentation.checkpoint import describe_model_file
+    from ...runtime.segmenter import describe_segmenter, model_source
 
-    weights = str(job.model.weights or "")
-    if not weights:
-        raise ConfigError("export of a segmentation model needs its fine-tuned model file (model.weights)")
     if job.model.untrained:
         raise ConfigError("a fine-tuned model file holds its weights; 'untrained' is for tokenizers")
-    if not weights.lower().endswith(MODEL_FILE_SUFFIXES):
-        raise ConfigError(f"model file '{Path(weights).name}' should be one of {', '.join(MODEL_FILE_SUFFIXES)}")
+    weights = str(job.model.weights or "")
     config_path = job.params.get("config") or None
-    config = describe_model_file(weights, config_path)  # reads no weights
+    source = model_source(job, config_path)  # a catalogue fine-tuned id, or the model file
+    if source.spec is None and not weights.lower().endswith(MODEL_FILE_SUFFIXES):
+        raise ConfigError(f"model file '{Path(weights).name}' should be one of {', '.join(MODEL_FILE_SUFFIXES)}")
+    config, _ = describe_segmenter("torch", job, source)  # reads no weights
     if config.is_tim:
         raise ConfigError(
             f"'{config.backbone}' is a TiM model: it samples tokens at random on every run, which a deterministic "
@@ -128,7 +129,8 @@ def _validate_segmentation(job: Job, tile: int, model_path: str) -> ExportReques
     classes = job.params.get("classes") or None
     if classes is not None and not isinstance(classes, str):
         raise ConfigError(f"parameter 'classes' must be text like '0: Others #D9D9D9; 1: Flood', got {classes!r}")
-    return ExportRequest(job, "segmentation", tile, {"model": model_path}, config_path=config_path, classes=classes)
+    return ExportRequest(job, "segmentation", tile, {"model": model_path}, config_path=config_path, classes=classes,
+                         source=source, config=config)  # fmt: skip
 
 
 def run(req: ExportRequest, ctx: RunContext) -> dict[str, Any]:
@@ -153,13 +155,18 @@ def _mtime(path: str) -> float | None:
 
 def _export_segmentation(req: ExportRequest, ctx: RunContext) -> None:
     from ...backends.onnx_export import export_segmentation
-    from ...segmentation.checkpoint import load_segmentation_model
+    from ...runtime.segmenter import open_segmenter
 
-    job = req.job
-    ctx.progress.info(f"loading the fine-tuned model {job.model.weights}")
-    model = load_segmentation_model(job.model.weights, req.config_path, classes=req.classes, device=ctx.device.device)
+    job, cfg = req.job, req.config
+    ctx.progress.info(f"loading the fine-tuned model {req.source.name}")
+    model = open_segmenter("torch", job, req.source, req.classes, ctx.device, ctx.progress).model
     ctx.progress.set_progress(20.0)
-    ctx.progress.info(f"exporting {model.config.backbone} + {model.config.decoder} for {req.tile_size} px tiles")
+    dates = f", {cfg.temporal.trained_dates or 1} dates" if cfg.temporal is not None else ""
+    ctx.progress.info(f"exporting {cfg.backbone} + {cfg.decoder} for {req.tile_size} px tiles{dates}")
+    chips = cfg.tiled_inference
+    if chips is not None and chips.tile != (req.tile_size, req.tile_size):
+        ctx.progress.warn(f"the model's tiled inference uses {chips.tile[0]} px chips; this graph serves "
+                          f"{req.tile_size} px: runs of it must set the chip size to {req.tile_size}")  # fmt: skip
     export_segmentation(model, req.paths["model"], tile_size=req.tile_size, model_id=job.model.id or None)
 
 

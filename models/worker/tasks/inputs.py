@@ -3,8 +3,9 @@
 ``open_tiled(job, keys, outputs)`` canonicalises nothing itself: tasks call ``canonical_job`` first.
 It checks the output files (models/core/outputs.py: GeoTIFF names, none over an input, none shared,
 writable folders), builds the working grid from the first input and opens every input on it
-(models/engine). The result, ``TiledInputs``, is what a tiled task's request carries; ``close()``
-releases the files.
+(models/engine). ``open_temporal`` does the same for a multi-temporal model: every date of every
+input (``InputSpec.dates``) on the grid of the first input's first date (models/engine/dates.py).
+The result, ``TiledInputs``, is what a tiled task's request carries; ``close()`` releases the files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ...core.modalities import MODALITIES, Modality, get_modality
 from ...core.outputs import GEOTIFF_SUFFIXES, check_output_path, check_outputs_apart
 from ...core.progress import Progress
 from ...engine import InputRaster, InputStack, TilePlan, WorkingGrid, build_working_grid
+from ...engine.dates import DateSeries, TemporalStack
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class TiledInputs:
     job: Job
     paths: dict[str, str]
     grid: WorkingGrid
-    stack: InputStack
+    stack: InputStack | TemporalStack
 
     def close(self) -> None:
         self.stack.close()
@@ -57,7 +59,8 @@ def output_paths(job: Job, keys: Sequence[str], suffixes: tuple[str, ...] = GEOT
         if not path:
             raise ConfigError(f"the job has no path for this output (job.outputs['{key}'])", field=f"outputs.{key}")
         paths[key] = check_output_path(f"outputs.{key}", path, suffixes)
-    sources = {f"layer '{spec.name or key}'": spec.path for key, spec in job.inputs.items()}
+    sources = {f"layer '{d.name or key}'" + (f" (date {i + 1})" if len(spec.all_dates) > 1 else ""): d.path
+               for key, spec in job.inputs.items() for i, d in enumerate(spec.all_dates)}  # fmt: skip
     check_outputs_apart(sources, {f"outputs.{k}": p for k, p in paths.items()})
     return paths
 
@@ -69,18 +72,8 @@ def open_tiled(job: Job, keys: Sequence[str], outputs: Sequence[str],
     ``modalities`` overrides what an input is read as (a model's band subset and statistics);
     ``fill`` is what invalid pixels hold (raw units).
     """
-    import rasterio
-
     paths = output_paths(job, outputs)
-    if not keys:
-        raise ConfigError("the job has no input raster", field="inputs")
-    first = job.inputs[keys[0]]
-    name = first.name or keys[0]
-    try:
-        with rasterio.open(first.path) as src:
-            grid = build_working_grid(src, name, job.extent)
-    except rasterio.errors.RasterioIOError as e:
-        raise InputRasterError(f"layer '{name}': cannot open '{first.path}': {e}") from None
+    grid = working_grid(job, keys)
     opened: list[InputRaster] = []
     try:
         for key in keys:
@@ -91,6 +84,45 @@ def open_tiled(job: Job, keys: Sequence[str], outputs: Sequence[str],
             inp.close()
         raise
     return TiledInputs(job, paths, grid, InputStack(opened, grid, fill))
+
+
+def open_temporal(job: Job, keys: Sequence[str], outputs: Sequence[str], modalities: Mapping[str, Modality],
+                  dates: int, fill: float = 0.0) -> TiledInputs:  # fmt: skip
+    """Like ``open_tiled``, for a multi-temporal model reading ``dates`` dates of every input ``keys``
+    (each input has ``dates`` dates or one; the count rules are checked before: core/params.py ``plan_dates``)."""
+    paths = output_paths(job, outputs)
+    grid = working_grid(job, keys)
+    series: list[DateSeries] = []
+    try:
+        for key in keys:
+            spec = job.inputs[key]
+            many = len(spec.all_dates) > 1
+            opened: list[InputRaster] = []
+            series.append(DateSeries(key, opened))
+            for i, date in enumerate(spec.all_dates):
+                named = replace(date, name=f"{date.name or key}" + (f" (date {i + 1})" if many else ""))
+                opened.append(InputRaster(key, named, modalities[key], grid))
+        return TiledInputs(job, paths, grid, TemporalStack(series, grid, dates, fill))
+    except BaseException:
+        for s in series:
+            for inp in s.dates:
+                inp.close()
+        raise
+
+
+def working_grid(job: Job, keys: Sequence[str]) -> WorkingGrid:
+    """The working grid: the first input's (its first date's) grid, cut to the job's extent."""
+    import rasterio
+
+    if not keys:
+        raise ConfigError("the job has no input raster", field="inputs")
+    first = job.inputs[keys[0]].all_dates[0]
+    name = first.name or keys[0]
+    try:
+        with rasterio.open(first.path) as src:
+            return build_working_grid(src, name, job.extent)
+    except rasterio.errors.RasterioIOError as e:
+        raise InputRasterError(f"layer '{name}': cannot open '{first.path}': {e}") from None
 
 
 def make_plan(job: Job, grid: WorkingGrid, group_width: int = 2048) -> TilePlan:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ...core.job import Job
+from ...core.job import InputSpec, Job
 from ...core.modalities import Modality
 from ...core.progress import Progress
 from ...engine import GeoTiffWriter, OutputRaster, WorkingGrid
@@ -52,8 +52,7 @@ def output_tags(job: Job, info: RuntimeInfo, output: str, grid: WorkingGrid, dev
         "TERRAMIND_DEVICE": job.device,
         "TERRAMIND_DEVICE_USED": device_used,
         "TERRAMIND_PRECISION": job.precision,
-        "TERRAMIND_INPUTS": json.dumps({k: {"name": v.name, "file": os.path.basename(v.path), "bands": v.bands}
-                                        for k, v in job.inputs.items()}),  # fmt: skip
+        "TERRAMIND_INPUTS": json.dumps({k: input_tag(v) for k, v in job.inputs.items()}),
         "TERRAMIND_PLUGIN_VERSION": plugin_version(),
         "TERRAMIND_CREATED": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **info.extra_tags,
@@ -63,6 +62,14 @@ def output_tags(job: Job, info: RuntimeInfo, output: str, grid: WorkingGrid, dev
     if grid.note:
         tags["TERRAMIND_GRID_NOTE"] = grid.note
     return tags
+
+
+def input_tag(spec: InputSpec) -> dict[str, object]:
+    """What an output's metadata says about one input (its dates, in order, when it has several)."""
+    tag: dict[str, object] = {"name": spec.name, "file": os.path.basename(spec.path), "bands": spec.bands}
+    if spec.dates:
+        tag["dates"] = [{"name": d.name, "file": os.path.basename(d.path), "bands": d.bands} for d in spec.dates]
+    return tag
 
 
 @dataclass

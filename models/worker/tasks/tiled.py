@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 
 from ...core.job import blend_scratch_prefix
 from ...core.progress import ScaledProgress
-from ...engine import GeoTiffWriter, OutputRaster, Released, TiledRunStats, WorkingGrid, run_tiled
+from ...engine import GeoTiffWriter, OutputRaster, Released, TiledRunStats, TilePlan, WorkingGrid, run_tiled
 from ...engine.runner import Predict
 from ...runtime.device import OomBackoff
 from .context import RunContext
@@ -66,13 +66,23 @@ class TiledTask(ABC, Generic[R, M]):
         """The grid the outputs are written on (default: the working grid)."""
         return self.tiled.grid
 
+    def tile_plan(self) -> TilePlan:
+        """The tiles of the run: the job's tiling (a task may plan otherwise, e.g. TerraTorch's chips)."""
+        return make_plan(self.tiled.job, self.tiled.grid, self.group_width)
+
+    def tile_reader(self, plan: TilePlan) -> Any:
+        """What ``run_tiled`` reads each tile from: the inputs' stack (or a reader over it)."""
+        return self.tiled.stack
+
     def execute(self, model: M) -> TiledRunStats:
-        """Run every tile and hand finished blocks to ``finish`` (default: blended on the working grid)."""
+        """Run every tile and hand finished blocks to ``finish`` (default: blended, ``tile_plan`` over
+        ``tile_reader``; the embedding task keeps tokens instead)."""
         tiled, ctx = self.tiled, self.ctx
         job = tiled.job
-        plan = make_plan(job, tiled.grid, self.group_width)
+        self.plan = plan = self.tile_plan()
+        self.reader = reader = self.tile_reader(plan)
         finish: Callable[[Released], None] = lambda rel: self.finish(rel, ctx.outputs.writers)  # noqa: E731
-        return run_tiled(tiled.stack, plan, self.heads(model), self.predictor(model), finish,
+        return run_tiled(reader, plan, self.heads(model), self.predictor(model), finish,
                          batch_size=job.tiling.batch_size, progress=ScaledProgress(ctx.progress, 2.0, 99.0),
                          scratch=blend_scratch_prefix(next(iter(tiled.paths.values()))))  # fmt: skip
 

@@ -23,7 +23,9 @@ from terramind_qgis.models.core.progress import NullProgress
 from terramind_qgis.models.core.seeds import tile_seed
 from terramind_qgis.models.runtime.backend import choose_backend
 from terramind_qgis.models.runtime.device import OomBackoff, select_device, select_onnx_device
-from terramind_qgis.models.runtime.segmenter import TorchSegmenter, describe_segmenter, open_segmenter
+from terramind_qgis.models.runtime.segmenter import (
+    ModelSource, TorchSegmenter, describe_segmenter, model_source, open_segmenter,
+)
 from terramind_qgis.models.runtime.tokenizer import TorchTokenizer, open_tokenizer, start_noise, tokenizer_spec
 from terramind_qgis.models.worker.tasks.reconstruct import reconstruction_predictor
 
@@ -76,10 +78,10 @@ def test_device_choice() -> None:
 
 def test_segmenters_give_the_same_logits(tiny, tiny_onnx: Path, tmp_path: Path) -> None:
     j = job(str(tiny_onnx))
-    assert describe_segmenter("onnx", j, None) == tiny.config
-    with pytest.raises(ConfigError, match="exported for 224x224 tiles but the job's tile size is 256"):
-        describe_segmenter("onnx", job(str(tiny_onnx), tile=256), None)
-    onnx = open_segmenter("onnx", j, None, "1: Water #0000FF", select_onnx_device("cpu"), NullProgress())
+    source = model_source(j, None)
+    assert source == ModelSource(None, str(tiny_onnx), None)
+    assert describe_segmenter("onnx", j, source) == (tiny.config, (224, 224))  # the config and the tile it serves
+    onnx = open_segmenter("onnx", j, source, "1: Water #0000FF", select_onnx_device("cpu"), NullProgress())
     assert [(c.name, c.color) for c in onnx.classes] == [("Others", "#D9D9D9"), ("Water", "#0000FF")]
     raw = batch_inputs(tiny, "tiny_sen1floods11")  # {config name: (4, C, 224, 224)}
     from_torch = TorchSegmenter(tiny, select_device("cpu"), None).logits(raw, None)

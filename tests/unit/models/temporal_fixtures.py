@@ -207,3 +207,34 @@ def array_sha256(a: np.ndarray) -> str:
     """SHA-256 of an array's C-order bytes (float32 NaN included), with its shape and dtype."""
     a = np.ascontiguousarray(a)
     return hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest()
+
+
+# ---- the tiled input as GeoTIFFs (one file per date, as a GIS analyst has them) ----------------------------
+
+TILED_CRS = "EPSG:32632"
+TILED_ORIGIN = (500000.0, 5000000.0)  # top-left corner, 10 m pixels
+
+
+def write_date_rasters(folder: Path, raw: Mapping[str, np.ndarray] | None = None, crop: tuple[int, int, int, int] | None = None
+                       ) -> dict[str, list[Path]]:  # fmt: skip
+    """``tiled_inputs()`` (or ``raw``) as float32 GeoTIFFs ``<MODALITY>_t<date>.tif`` on a 10 m UTM grid.
+
+    One file per date (NaN stays NaN: no nodata value is set, so NaN is what marks it); the DEM is one
+    file. ``crop`` = (row, col, height, width) writes that window only (on the same grid)."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    raw = raw if raw is not None else tiled_inputs()
+    folder.mkdir(parents=True, exist_ok=True)
+    r, c, h, w = crop or (0, 0, *next(iter(raw.values())).shape[-2:])
+    transform = from_origin(TILED_ORIGIN[0] + 10.0 * c, TILED_ORIGIN[1] - 10.0 * r, 10.0, 10.0)
+    files: dict[str, list[Path]] = {}
+    for name, dates in raw.items():  # (T, C, H, W)
+        files[name] = []
+        for t, image in enumerate(dates):
+            path = folder / f"{name}_t{t + 1}.tif"
+            with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=image.shape[0], dtype="float32",
+                               crs=TILED_CRS, transform=transform) as dst:  # fmt: skip
+                dst.write(image[:, r : r + h, c : c + w].astype(np.float32))
+            files[name].append(path)
+    return files

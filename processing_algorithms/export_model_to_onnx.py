@@ -20,8 +20,8 @@ from qgis.core import (
 
 from ..models.core import catalogue
 from ..models.core.errors import ConfigError
-from ..models.core.outputs import check_output_path
 from ..models.core.job import ModelRequest, TilingSpec, onnx_decoder_path
+from ..models.core.outputs import check_output_path
 from ..models.core.params import decoder_tile_multiple, require_weights
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm

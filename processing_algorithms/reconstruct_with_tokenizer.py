@@ -22,7 +22,6 @@ from .layers import check_input
 from .planning import destination, layer_name, read_extent
 
 
-
 class ReconstructWithTokenizerAlgorithm(TerraMindAlgorithm):
     """Tokenize a raster with a TerraMind tokenizer and decode the tokens back to an image."""
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
+import processing
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
@@ -29,8 +30,6 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-import processing
-
 from ..models.core import catalogue
 from ..models.core.errors import ConfigError
 from ..models.core.job import ModelRequest
@@ -40,7 +39,7 @@ from . import parameters as p
 from . import styling
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .layers import LayerInput, band_count, check_input
-from .planning import input_file, destination, layer_name, read_extent
+from .planning import destination, input_file, layer_name, read_extent
 
 MODEL_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors", ".bin", ".json", ".onnx")
 MODEL_FILTER = "Fine-tuned models (*.ckpt *.pt *.pth *.safetensors *.json *.onnx);;All files (*.*)"

@@ -15,7 +15,6 @@ is also kept alive here (QGIS issues #47533/#48087).
 from __future__ import annotations
 
 import os
-
 from typing import Any
 
 from qgis.core import (

@@ -55,15 +55,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.job import ModelRequest
 from ..core.errors import BackendUnavailableError, ConfigError, TerraMindError
+from ..core.job import ModelRequest
 from ..core.progress import NullProgress, Progress
 from .onnx_card import (
-    CARD_FORMAT, CARD_KEY, CARD_VERSION, DIVAE_DENOISER, SEGMENTATION, TOKENIZER_ENCODER, VQVAE_DECODER, PathLike,
-    io_entry, plugin_version,
+    CARD_FORMAT,
+    CARD_KEY,
+    CARD_VERSION,
+    DIVAE_DENOISER,
+    SEGMENTATION,
+    TOKENIZER_ENCODER,
+    VQVAE_DECODER,
+    PathLike,
+    io_entry,
+    plugin_version,
 )  # fmt: skip
 from .onnx_graphs import (
-    DENOISER_INPUTS, ENCODER_OUTPUTS, DenoiserGraph, SegmentationGraph, TokenizerEncoderGraph, VQVAEDecoderGraph,
+    DENOISER_INPUTS,
+    ENCODER_OUTPUTS,
+    DenoiserGraph,
+    SegmentationGraph,
+    TokenizerEncoderGraph,
+    VQVAEDecoderGraph,
     exportable_pooling,
 )  # fmt: skip
 

@@ -27,8 +27,6 @@ from ..core.job import DEVICES_HELP
 from ..core.progress import Progress
 
 
-
-
 @dataclass(frozen=True)
 class DeviceChoice:
     """Where and how a model runs."""

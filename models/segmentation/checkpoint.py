@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 
+from ..core.classes import resolve_classes
 from ..core.errors import CheckpointError, ConfigError
 from ..core.modalities import ClassInfo
 from ..terramind.names import output_key
 from ..weights.loading import load_checkpoint_
 from ..weights.matching import KeyMapping
 from ..weights.reading import Checkpoint, TensorDictCheckpoint, is_safetensors, load_torch_file, read_checkpoint
-from ..core.classes import resolve_classes
 from .config import SegmentationConfig, config_from_task_args, config_from_yaml_dict, load_yaml_config
 from .model import Provenance, SegmentationModel, build_pixel_wise_model
 

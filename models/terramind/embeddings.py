@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.errors import ConfigError, InputRasterError
-from .posemb import cpu_2d_sincos_posemb, build_2d_sincos_posemb, resize_pos_emb
+from .posemb import build_2d_sincos_posemb, cpu_2d_sincos_posemb, resize_pos_emb
 
 
 def modality_id(key: str) -> int:

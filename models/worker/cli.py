@@ -24,7 +24,8 @@ import traceback
 from collections.abc import Sequence
 
 from ..core.errors import CancelledError, ConfigError, TerraMindError, where
-from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, TASKS as PROTOCOL_TASKS, Job
+from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, Job
+from ..core.job import TASKS as PROTOCOL_TASKS
 from .events import EventStream, WorkerProgress, install_signal_handlers
 
 DESCRIPTION = """Run one TerraMind job (a JSON file, protocol in models/core/job.py) and stream JSON-line

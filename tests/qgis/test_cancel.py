@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import time
 
+import processing
 import pytest
 from qgis.core import QgsProcessingException
-
-import processing
-
 
 
 def test_cancel_mid_run(terramind_provider, example, tmp_path, recording_feedback, qgis_new_project):

@@ -13,12 +13,12 @@ import json
 import shutil
 import subprocess
 
+import processing
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException
-
-import processing
-from testlib.hub import COMMIT, make_hub_cache
 from tm_helpers import CATALOGUE, REPO, add_model_cards, raster_facts
+
+from testlib.hub import COMMIT, make_hub_cache
 
 ALG = "terramind:downloadmodels"
 TM, DEM = "qdl_terramind", "qdl_tokenizer_dem"

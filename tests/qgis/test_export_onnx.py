@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import processing
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException
-
-import processing
 from tm_helpers import REPO, raster_facts, read_array
 
 ALG = "terramind:exportonnx"

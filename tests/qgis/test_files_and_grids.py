@@ -7,11 +7,10 @@ import hashlib
 import os
 
 import numpy as np
+import processing
 import pytest
 from osgeo import gdal
 from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRasterLayer, QgsRasterRange
-
-import processing
 from tm_helpers import raster_facts, read_array
 
 RECONSTRUCT = "terramind:reconstructwithtokenizer"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from qgis.core import QgsProject
-
 import processing
-from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
+from qgis.core import QgsProject
 from tm_helpers import raster_facts, read_array
+
+from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 
 ALG = "terramind:generatemodalities"
 

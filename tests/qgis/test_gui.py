@@ -14,7 +14,6 @@ import subprocess
 
 import pytest
 from qgis.PyQt.QtGui import QImage
-
 from tm_helpers import CATALOGUE, REPO
 from zip_install import build_zip, clean_environment, fresh_profile, install_from_zip
 

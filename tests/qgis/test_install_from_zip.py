@@ -9,12 +9,10 @@ plugin folder (its PYTHONPATH is that folder's parent), so the run proves the ZI
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 
 import pytest
-
 from tm_helpers import CATALOGUE, raster_facts
 from zip_install import build_zip, clean_environment, fresh_profile, install_from_zip
 

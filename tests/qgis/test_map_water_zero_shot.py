@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import processing
 import pytest
 from qgis.core import QgsProcessingException, QgsProject
-
-import processing
-from terramind_qgis.models.core.modalities import LULC_CLASSES
 from tm_helpers import raster_facts, read_array
+
+from terramind_qgis.models.core.modalities import LULC_CLASSES
 
 ALG = "terramind:mapwaterzeroshot"
 

@@ -4,11 +4,9 @@ native:fillnodata -> terramind:reconstructwithtokenizer -> native:rasterlayersta
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingModelAlgorithm
-
 import processing
+from qgis.core import QgsProcessingModelAlgorithm
 from tm_helpers import QGIS_DATA, raster_facts
-
 
 
 def test_model_runs_through_processing(terramind_provider, example, tmp_path):

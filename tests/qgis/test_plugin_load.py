@@ -8,11 +8,10 @@ import subprocess
 import sys
 import time
 
+import processing
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException
 from qgis.PyQt.QtCore import QCoreApplication
-
-import processing
 from tm_helpers import REPO
 
 

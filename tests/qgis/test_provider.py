@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from qgis.core import QgsApplication, QgsProcessingParameterDefinition
-
 from tm_helpers import add_model_cards, reduced_terramind_card
 
 RECONSTRUCT = "terramind:reconstructwithtokenizer"

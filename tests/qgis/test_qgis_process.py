@@ -9,7 +9,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from tm_helpers import CATALOGUE, REPO, raster_facts
 
 QGIS_PROCESS = shutil.which("qgis_process.bin") or "/usr/bin/qgis_process.bin"  # the wrapper breaks on Debian

@@ -7,13 +7,13 @@ few seconds; the numbers are meaningless, the plumbing is real.
 from __future__ import annotations
 
 import numpy as np
+import processing
 import pytest
 from osgeo import gdal
 from qgis.core import QgsProject, QgsRasterLayer
-
-import processing
-from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 from tm_helpers import raster_facts, read_array
+
+from terramind_qgis.models.core.modalities import LULC_CLASSES, MODALITIES
 
 ALG = "terramind:reconstructwithtokenizer"
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import processing
 import pytest
 from qgis.core import QgsProcessingException
-
-import processing
 from tm_helpers import CATALOGUE, EXAMPLES
 
 ALG = "terramind:runonmanyscenes"

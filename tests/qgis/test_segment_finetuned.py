@@ -11,10 +11,9 @@ from __future__ import annotations
 import subprocess
 
 import numpy as np
+import processing
 import pytest
 from qgis.core import QgsProcessingException, QgsProject, QgsVectorLayer
-
-import processing
 from tm_helpers import REPO, raster_facts, read_array
 
 ALG = "terramind:segmentwithfinetunedmodel"

@@ -15,13 +15,21 @@ import json
 import subprocess
 
 import numpy as np
-import pytest
-from qgis.core import QgsProcessingException, QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm
-from qgis.core import QgsProcessingModelChildParameterSource, QgsProcessingModelParameter, QgsProcessingModelOutput
-from qgis.core import QgsProcessingParameterMultipleLayers, QgsProcessingParameterRasterLayer, QgsProcessing, QgsRasterLayer
-from qgis.core import QgsVectorLayer
-
 import processing
+import pytest
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingModelAlgorithm,
+    QgsProcessingModelChildAlgorithm,
+    QgsProcessingModelChildParameterSource,
+    QgsProcessingModelOutput,
+    QgsProcessingModelParameter,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 from test_qgis_process import _qgis_process, cli_env  # noqa: F401 - the qgis_process fixture
 from tm_helpers import REPO, raster_facts, read_array
 

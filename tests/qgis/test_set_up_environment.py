@@ -15,10 +15,9 @@ import json
 import os
 import subprocess
 
+import processing
 import pytest
 from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsSettings
-
-import processing
 from tm_helpers import raster_facts
 
 ALG = "terramind:setupenvironment"

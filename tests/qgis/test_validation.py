@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import processing
 import pytest
 from osgeo import gdal
 from qgis.core import QgsApplication, QgsProcessingException
-
-import processing
 from tm_helpers import add_model_cards, reduced_terramind_card
 
 RECONSTRUCT = "terramind:reconstructwithtokenizer"

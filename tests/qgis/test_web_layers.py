@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import processing
 import pytest
 from osgeo import gdal
 from qgis.core import (
@@ -20,8 +21,6 @@ from qgis.core import (
     QgsProject,
     QgsRasterLayer,
 )
-
-import processing
 from tm_helpers import raster_facts, read_array
 
 ALG = "terramind:generatemodalities"

@@ -12,13 +12,12 @@ import stat
 import time
 
 import pytest
+from tm_helpers import QGIS_DATA, REPO
 
 from terramind_qgis.models.core.errors import CancelledError, InputRasterError, WorkerError
 from terramind_qgis.models.core.job import Job, ModelRequest
 from terramind_qgis.processing_algorithms import environment, worker_client
 from terramind_qgis.processing_algorithms.environment import Interpreter
-
-from tm_helpers import QGIS_DATA, REPO
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ segmentation logits of the example scenes; the S2L2A tokenizer's latents and tok
 
 from __future__ import annotations
 
-from terramind_qgis.models.core.job import ModelRequest
-
 import argparse
 import json
 import os
@@ -38,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from terramind_qgis.models.core.job import ModelRequest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / ".pluginpath"))

@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from benchlib import PLUGIN_PATH, REFERENCE_PYTHON, REPO, agreement, machine, measure, run_worker, write_mosaic
 
 GOLD = REPO / "tests" / "goldens" / "segmentation"

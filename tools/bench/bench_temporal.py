@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from benchlib import PLUGIN_PATH, REFERENCE_PYTHON, REPO, agreement, machine, measure, run_worker, write_mosaic
 
 CASE = "base_impactmesh_flood"
@@ -96,6 +95,7 @@ def make_checkpoint_cache(folder: Path) -> tuple[Path, Path]:
     """The golden case's Lightning checkpoint (rule-filled layout) in a Hugging Face cache of its own."""
     _fixtures()
     from test_temporal_goldens import write_checkpoint
+
     from testlib.hub import make_hub_cache
 
     ckpt = folder / f"{CASE}.ckpt"

@@ -71,9 +71,8 @@ def bench_reference(variant: str, repeat: int) -> dict:
     sys.path.insert(0, str(REPO / "tools" / "goldens"))
     import random
 
-    import torch
-
     import terramind as golden  # the golden script: patches hf_hub_download and the tokenizers
+    import torch
 
     builder = getattr(golden.reg, f"terramind_v1_{variant}_generate")
     with golden.checkpoint(golden.official_checkpoint(variant)):

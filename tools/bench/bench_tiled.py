@@ -51,7 +51,8 @@ def make_weights(folder: Path) -> dict[str, Path]:
     from terramind_qgis.models.terramind import TerraMindGeneration
     from terramind_qgis.models.tokenizers import build_tokenizer
     from terramind_qgis.models.weights.loading import untrained_checkpoint
-    from terramind_qgis.models.weights.matching import GENERATION, TOKENIZER as TOKENIZER_MAPPING
+    from terramind_qgis.models.weights.matching import GENERATION
+    from terramind_qgis.models.weights.matching import TOKENIZER as TOKENIZER_MAPPING
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {"model": folder / "TerraMind_v1_tiny.pt", "tokenizer": folder / "TerraMind_Tokenizer_LULC.pt"}

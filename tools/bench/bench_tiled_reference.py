@@ -21,9 +21,8 @@ import time
 
 import numpy as np
 import rasterio
-import torch
-
 import terratorch  # noqa: F401  (sets float32 matmul precision to "medium")
+import torch
 
 torch.set_float32_matmul_precision("highest")
 

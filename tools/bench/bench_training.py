@@ -50,6 +50,7 @@ def make_dataset(folder: Path) -> Path:
     sys.path.insert(0, str(PLUGIN_PATH))
     import numpy as np
     import rasterio
+
     from terramind_qgis.models.core.modalities import MODALITIES, ClassInfo
     from terramind_qgis.models.training.dataset import GridInfo, write_dataset
     from terramind_qgis.models.training.split import chip_windows, spatial_block_split

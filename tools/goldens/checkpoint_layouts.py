@@ -29,8 +29,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from importlib.metadata import version
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 
 import terratorch  # noqa: F401  (registers the models)

@@ -46,22 +46,21 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+import terratorch  # noqa: F401  (sets float32 matmul precision to "medium")
 import torch
 from torch import nn
-
-import terratorch  # noqa: F401  (sets float32 matmul precision to "medium")
 
 torch.set_float32_matmul_precision("highest")
 
 from terratorch.models.backbones.terramind.model import terramind_register as reg  # noqa: E402
 from terratorch.models.backbones.terramind.model.generate import GenerationSampler  # noqa: E402
-from terratorch.models.backbones.terramind.model.tm_utils import LayerNorm as RefLayerNorm  # noqa: E402
+from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO  # noqa: E402
 from terratorch.models.backbones.terramind.model.terramind import (  # noqa: E402
     TerraMind,
     build_modality_embeddings,
     build_output_modality_embeddings,
 )
-from terratorch.models.backbones.terramind.model.modality_info import MODALITY_INFO  # noqa: E402
+from terratorch.models.backbones.terramind.model.tm_utils import LayerNorm as RefLayerNorm  # noqa: E402
 
 from terramind_qgis.models.weights.untrained import (  # noqa: E402
     deterministic_state_dict,

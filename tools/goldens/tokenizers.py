@@ -38,9 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import torch
-
 import terratorch  # noqa: F401  (sets float32 matmul precision to "medium" as a side effect)
+import torch
 
 torch.set_float32_matmul_precision("highest")
 

@@ -52,6 +52,9 @@ sys.path.insert(0, str(REPO / "tests" / "unit" / "training"))
 
 from example_data import HLS6, step_batch, three_class_dataset  # noqa: E402
 from tensor_summary import summarise  # noqa: E402
+from terratorch.cli_tools import build_lightning_cli  # noqa: E402
+from terratorch.tasks import SemanticSegmentationTask  # noqa: E402
+
 from terramind_qgis.models.segmentation.model import build_pixel_wise_model  # noqa: E402
 from terramind_qgis.models.training.export import (  # noqa: E402
     save_checkpoint,
@@ -65,8 +68,6 @@ from terramind_qgis.models.training.plan import plan_run  # noqa: E402
 from terramind_qgis.models.training.recipe import Recipe, necks  # noqa: E402
 from terramind_qgis.models.training.trainer import train  # noqa: E402
 from terramind_qgis.models.weights.untrained import deterministic_state_dict, fill_module_  # noqa: E402
-from terratorch.cli_tools import build_lightning_cli  # noqa: E402
-from terratorch.tasks import SemanticSegmentationTask  # noqa: E402
 
 OUT = REPO / "tests" / "goldens" / "training"
 CLASS_NAMES = ["Others", "Water", "Trees"]

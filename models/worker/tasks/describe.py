@@ -13,9 +13,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.job import Job, PROTOCOL_VERSION
-from .outputs import plugin_version
+from ...core.job import PROTOCOL_VERSION, Job
 from .context import RunContext
+from .outputs import plugin_version
 
 
 @dataclass(frozen=True)

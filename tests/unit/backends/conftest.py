@@ -8,11 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from onnx_fixtures import CATALOGUE, load_case_model
-from terramind_qgis.models.core.job import ModelRequest
+
 from terramind_qgis.models import build
 from terramind_qgis.models.core import catalogue
+from terramind_qgis.models.core.job import ModelRequest
 
 
 @pytest.fixture(scope="session")

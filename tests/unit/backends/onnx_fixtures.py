@@ -15,8 +15,8 @@ import numpy as np
 import rasterio
 import torch
 
-from testlib.tolerances import RTOL, relative_error  # noqa: F401 - re-exported to the ONNX tests
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
+from testlib.tolerances import RTOL, relative_error  # noqa: F401 - re-exported to the ONNX tests
 
 REPO = Path(__file__).resolve().parents[3]
 GOLD = REPO / "tests" / "goldens" / "segmentation"

@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from onnx_fixtures import CASES, GOLD, REPO, RTOL, SCENES, batch_inputs, case_inputs, load_case_model, relative_error
-from testlib.tolerances import assert_logits_match as assert_matches_golden
+
 from terramind_qgis.models.backends.onnx_card import CARD_KEY, read_card, read_onnx_metadata
 from terramind_qgis.models.backends.onnx_export import export_segmentation, main
 from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel
 from terramind_qgis.models.core.errors import CheckpointError, ConfigError, InputRasterError
 from terramind_qgis.models.segmentation.checkpoint import file_sha256
-
-
+from testlib.tolerances import assert_logits_match as assert_matches_golden
 
 
 def test_tiny_graph_matches_the_reference_with_a_larger_batch(tiny, tiny_onnx: Path) -> None:

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
 from onnx_fixtures import CATALOGUE, EXAMPLES, REPO, RTOL, SCENES, relative_error, s2l2a_standardized
-from terramind_qgis.models.core import catalogue
-from terramind_qgis.models.core.catalogue import ModelSpec
+
 from terramind_qgis.models.backends.onnx_card import read_card
 from terramind_qgis.models.backends.onnx_ddim import NumpyDDIM
 from terramind_qgis.models.backends.onnx_export import main
 from terramind_qgis.models.backends.onnx_runtime import OnnxTokenizer
+from terramind_qgis.models.core import catalogue
+from terramind_qgis.models.core.catalogue import ModelSpec
 from terramind_qgis.models.core.errors import CancelledError, CheckpointError, ConfigError, InputRasterError
 from terramind_qgis.models.core.modalities import get_modality
 from terramind_qgis.models.tokenizers import DDIMScheduler

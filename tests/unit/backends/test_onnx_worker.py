@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-
 from onnx_fixtures import CASES, EXAMPLES, GOLD, load_case_model
 
 REPO = Path(__file__).resolve().parents[3]

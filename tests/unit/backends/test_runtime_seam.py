@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from onnx_fixtures import EXAMPLES, RTOL, SCENES, batch_inputs, relative_error
+
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import ConfigError, where
 from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingSpec
@@ -24,7 +24,11 @@ from terramind_qgis.models.core.seeds import tile_seed
 from terramind_qgis.models.runtime.backend import choose_backend
 from terramind_qgis.models.runtime.device import OomBackoff, select_device, select_onnx_device
 from terramind_qgis.models.runtime.segmenter import (
-    ModelSource, TorchSegmenter, describe_segmenter, model_source, open_segmenter,
+    ModelSource,
+    TorchSegmenter,
+    describe_segmenter,
+    model_source,
+    open_segmenter,
 )
 from terramind_qgis.models.runtime.tokenizer import TorchTokenizer, open_tokenizer, start_noise, tokenizer_spec
 from terramind_qgis.models.worker.tasks.reconstruct import reconstruction_predictor

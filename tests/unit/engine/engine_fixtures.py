@@ -13,10 +13,10 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from terramind_qgis.models.engine import InputRaster, InputStack, Released, TilePlan, build_working_grid, run_tiled
 from terramind_qgis.models.core.job import InputSpec
 from terramind_qgis.models.core.modalities import get_modality
 from terramind_qgis.models.core.progress import NullProgress
+from terramind_qgis.models.engine import InputRaster, InputStack, Released, TilePlan, build_working_grid, run_tiled
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "data" / "examples"
 UTM32 = "EPSG:32632"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from engine_fixtures import EXAMPLES, Identity, open_stack, predictor, run_to_array, write_tif
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
-from engine_fixtures import EXAMPLES, Identity, open_stack, predictor, run_to_array, write_tif
-from terramind_qgis.models.engine import TilePlan
 from terramind_qgis.models.core.errors import InputRasterError
+from terramind_qgis.models.engine import TilePlan
 
 
 def _plan(grid, tile=64, overlap=16):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from engine_fixtures import FixedConv, Identity, ThresholdLogits, open_stack, predictor, run_to_array, write_tif
+
 from terramind_qgis.models.engine import TilePlan
 
 H, W = 517, 1130  # several column groups (group width 256 below), ragged edges

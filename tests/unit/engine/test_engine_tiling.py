@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from terramind_qgis.models.engine import StreamingBlender, TilePlan, axis_origins, axis_weights, cosine_ramp
 from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.engine import StreamingBlender, TilePlan, axis_origins, axis_weights, cosine_ramp
 
 rng = np.random.default_rng(1234)
 # Property-style: many sizes, including sizes smaller than a tile, exact multiples and odd ones.

@@ -11,12 +11,12 @@ import subprocess
 import numpy as np
 import pytest
 import rasterio
-
-from terramind_qgis.models.engine import BandStats, GeoTiffWriter, OutputRaster, WorkingGrid, write_category_names
-from terramind_qgis.models.core.job import partial_glob
-from terramind_qgis.models.core.modalities import LULC_CLASSES, get_modality
 from rasterio.crs import CRS
 from rasterio.transform import from_origin
+
+from terramind_qgis.models.core.job import partial_glob
+from terramind_qgis.models.core.modalities import LULC_CLASSES, get_modality
+from terramind_qgis.models.engine import BandStats, GeoTiffWriter, OutputRaster, WorkingGrid, write_category_names
 
 GRID = WorkingGrid(CRS.from_epsg(32632), from_origin(500000.0, 5000000.0, 10.0, 10.0), 300, 270)
 

@@ -21,6 +21,7 @@ from fleet_fixtures import (
     wait_for,
     write_template,
 )  # fmt: skip
+
 from terramind_qgis.models.core.job import EXIT_CANCELLED, EXIT_OK
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 from fleet_fixtures import EXAMPLES, SCENES, read_manifest, template
-from testlib.progress import RecordingProgress
+
 from terramind_qgis.models.fleet.manifest import Manifest
 from terramind_qgis.models.fleet.plan import make_plan
 from terramind_qgis.models.fleet.runner import Fleet, FleetOptions
 from terramind_qgis.models.fleet.scenes import Scene
 from terramind_qgis.models.fleet.template import JobTemplate
-
-
+from testlib.progress import RecordingProgress
 
 
 @pytest.fixture

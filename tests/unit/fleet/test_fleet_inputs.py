@@ -18,6 +18,7 @@ from fleet_fixtures import (
     write_template,
 )
 from rasterio.transform import from_origin
+
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.fleet.manifest import (
     Manifest,

@@ -23,6 +23,7 @@ from fleet_fixtures import (
     template,
     write_template,
 )
+
 from terramind_qgis.models.core.job import EXIT_BAD_JOB, EXIT_OK
 from terramind_qgis.models.fleet.manifest import file_digest
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from terramind_qgis.models.core.job import ModelRequest
-from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_backbone, load_generation, load_tim, load_tokenizer
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import DownloadError
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.terramind import TerraMindGeneration, TerraMindTiM, TerraMindViT
 from terramind_qgis.models.terramind.embeddings import embedding_spec
 from terramind_qgis.models.tokenizers import build_tokenizer

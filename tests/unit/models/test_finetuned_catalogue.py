@@ -16,12 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-
 from temporal_fixtures import tiled_inputs, write_date_rasters
 from test_temporal_goldens import CASES, GOLD, write_checkpoint
-from testlib.errors import refused
-from testlib.hub import COMMIT, FakeHub, make_hub_cache
-from testlib.tasks import run_task
+
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.catalogue import ModelSpec, WeightsSource
 from terramind_qgis.models.core.errors import DownloadError
@@ -29,6 +26,9 @@ from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingS
 from terramind_qgis.models.segmentation.catalogued import config_path
 from terramind_qgis.models.segmentation.config import config_from_yaml_dict, load_yaml_config
 from terramind_qgis.models.weights import hub
+from testlib.errors import refused
+from testlib.hub import COMMIT, FakeHub, make_hub_cache
+from testlib.tasks import run_task
 
 FLOOD, FIRE = "terramind_v1_base_flood", "terramind_v1_base_fire"
 SHARED_CONFIGS = Path("/work/shared/data/terramind-configs/impactmesh")

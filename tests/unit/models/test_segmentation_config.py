@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from terramind_qgis.models.core.classes import default_color, parse_classes, resolve_classes
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.core.modalities import ClassInfo
-from terramind_qgis.models.core.classes import default_color, parse_classes, resolve_classes
 from terramind_qgis.models.segmentation.config import (
     SegmentationConfig,
     config_from_task_args,

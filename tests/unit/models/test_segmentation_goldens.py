@@ -18,12 +18,12 @@ import pytest
 import rasterio
 import torch
 
-from testlib.tolerances import assert_logits_match as assert_matches
 from terramind_qgis.models.core.errors import CheckpointError, ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.export import export_model
 from terramind_qgis.models.terramind import reference_call_seed
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
+from testlib.tolerances import assert_logits_match as assert_matches
 
 REPO = Path(__file__).resolve().parents[3]
 GOLD = REPO / "tests" / "goldens" / "segmentation"
@@ -114,10 +114,10 @@ def test_model_layout_equals_the_lightning_checkpoint(case: str) -> None:
     TiM checkpoints also hold the TiM modality's tokenizer (``encoder.tokenizer.*``), which is never run
     and is dropped on loading (models/segmentation/checkpoint.py).
     """
+    import yaml
+
     from terramind_qgis.models.segmentation.config import config_from_yaml_dict
     from terramind_qgis.models.segmentation.model import build_pixel_wise_model
-
-    import yaml
 
     cfg = config_from_yaml_dict(yaml.safe_load((GOLD / "configs" / f"{case}.yaml").read_text()))
     with torch.device("meta"):

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from test_segmentation_goldens import CASES, GOLD, write_checkpoint
 
-from testlib.tasks import run_task, validate
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingSpec
 from terramind_qgis.models.worker.tasks import map_water, segment
-from test_segmentation_goldens import CASES, GOLD, write_checkpoint
+from testlib.tasks import run_task, validate
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "tests" / "data" / "examples"

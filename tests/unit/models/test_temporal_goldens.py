@@ -23,14 +23,14 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 import yaml
-
 from temporal_fixtures import TILED_SIZE, array_sha256, tiled_inputs
-from testlib.tolerances import assert_logits_match as assert_matches
+
 from terramind_qgis.models.core.errors import InputRasterError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.config import config_from_yaml_dict
 from terramind_qgis.models.segmentation.model import SegmentationModel, build_pixel_wise_model
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
+from testlib.tolerances import assert_logits_match as assert_matches
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

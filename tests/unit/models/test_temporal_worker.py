@@ -20,16 +20,16 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
 from temporal_fixtures import TILED_SIZE, tiled_inputs, write_date_rasters
 from test_temporal_goldens import CASES, GOLD, blend_mask, case_inputs, reference_tiling, write_checkpoint
-from testlib.errors import refused
-from testlib.tasks import run_task, validate
-from testlib.tolerances import RTOL, relative_error
+
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.core.job import InputSpec, Job, ModelRequest, TilingSpec
 from terramind_qgis.models.engine.chips import ChipPlan, chip_axis_window, chip_origins
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
+from testlib.errors import refused
+from testlib.tasks import run_task, validate
+from testlib.tolerances import RTOL, relative_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CONFIG = str(GOLD / CASES["tiny_impactmesh_flood"]["config"])
@@ -157,6 +157,7 @@ def test_single_date_models_refuse_dates(tmp_path) -> None:
     from test_segmentation_goldens import CASES as SEG_CASES
     from test_segmentation_goldens import GOLD as SEG_GOLD
     from test_segmentation_goldens import write_checkpoint as seg_checkpoint
+
     from testlib.paths import example
 
     ckpt = seg_checkpoint(tmp_path / "tiny.ckpt", "tiny_sen1floods11")

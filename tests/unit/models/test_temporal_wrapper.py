@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from temporal_fixtures import WRAPPER_CASES, flatten_outputs, wrapper_encoder, wrapper_input, wrapper_kwargs
+
 from terramind_qgis.models.core.errors import ConfigError, InputRasterError
 from terramind_qgis.models.segmentation.temporal import TemporalWrapper
 

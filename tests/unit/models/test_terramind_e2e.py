@@ -18,9 +18,9 @@ import pytest
 import rasterio
 import torch
 
-from testlib.tolerances import relative_error
-from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.build import load_generation
+from terramind_qgis.models.core.job import ModelRequest
+from testlib.tolerances import relative_error
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDENS = REPO / "tests" / "goldens" / "terramind"

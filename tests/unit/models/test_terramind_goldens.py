@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from terramind_fixtures import untrained_
 
-from testlib.tolerances import relative_error
 from terramind_qgis.models.core.catalogue import get
 from terramind_qgis.models.core.modalities import MODALITIES
 from terramind_qgis.models.core.params import Sampling
@@ -35,8 +35,7 @@ from terramind_qgis.models.terramind.embeddings import EMBEDDING_SPECS, modality
 from terramind_qgis.models.terramind.generation import modality_stats
 from terramind_qgis.models.weights.loading import checkpoint_layout
 from terramind_qgis.models.weights.matching import BACKBONE
-
-from terramind_fixtures import untrained_
+from testlib.tolerances import relative_error
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDENS = REPO / "tests" / "goldens" / "terramind"

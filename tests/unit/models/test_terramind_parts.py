@@ -11,8 +11,8 @@ import random
 
 import pytest
 import torch
+from terramind_fixtures import untrained_
 
-from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.configs import TerraMindConfig
 from terramind_qgis.models.core.errors import (
     CancelledError,
@@ -37,8 +37,7 @@ from terramind_qgis.models.terramind.sampler import sample_tokens, top_k_top_p_f
 from terramind_qgis.models.weights.loading import load_checkpoint_, untrained_checkpoint
 from terramind_qgis.models.weights.matching import BACKBONE
 from terramind_qgis.models.weights.reading import TensorDictCheckpoint
-
-from terramind_fixtures import untrained_
+from testlib.progress import RecordingProgress
 
 SMALL = TerraMindConfig(dim=32, num_heads=2, encoder_depth=2, decoder_depth=2, mlp="gelu", mlp_hidden=64, bias=True)
 SMALL_SWIGLU = TerraMindConfig(dim=32, num_heads=4, encoder_depth=2, decoder_depth=1, mlp="swiglu", mlp_hidden=48, bias=False)

@@ -12,13 +12,13 @@ import dataclasses
 import pytest
 import torch
 
-from testlib.progress import RecordingProgress
 from terramind_qgis.models.core.catalogue import get
 from terramind_qgis.models.core.configs import TokenizerConfig
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, InputRasterError
-from terramind_qgis.models.tokenizers import DiVAE, VQVAE, build_tokenizer
+from terramind_qgis.models.tokenizers import VQVAE, DiVAE, build_tokenizer
 from terramind_qgis.models.tokenizers.unet import GroupNorm32
 from terramind_qgis.models.weights.untrained import deterministic_state_dict, fill_module_
+from testlib.progress import RecordingProgress
 
 SMALL = dict(enc_dim=64, enc_depth=2, enc_heads=2, dec_dim=64, dec_depth=2, dec_heads=2, unet_channels=32,
              unet_res_blocks=1)  # fmt: skip

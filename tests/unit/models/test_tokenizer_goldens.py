@@ -24,13 +24,13 @@ import pytest
 import rasterio
 import torch
 
-from testlib.tolerances import relative_error
-from terramind_qgis.models.core.job import ModelRequest
-from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_tokenizer
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core.modalities import get_modality
-from terramind_qgis.models.tokenizers import DDIMScheduler, DiVAE, VQVAE, build_tokenizer
+from terramind_qgis.models.tokenizers import VQVAE, DDIMScheduler, DiVAE, build_tokenizer
+from testlib.tolerances import relative_error
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDENS = REPO / "tests" / "goldens" / "tokenizers"

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from testlib.progress import RecordingProgress
-from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.catalogue import ModelSpec
 from terramind_qgis.models.core.configs import TokenizerConfig
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.weights import hub
 from terramind_qgis.models.weights.hub import resolve_weights
 from testlib.hub import COMMIT, make_hub_cache
-
+from testlib.progress import RecordingProgress
 
 
 @pytest.fixture

@@ -19,13 +19,13 @@ import rasterio
 import torch
 from safetensors.torch import save_file
 
-from testlib.hub import make_hub_cache
-from terramind_qgis.models.core.job import ModelRequest
-from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import UNTRAINED_SOURCE, load_tokenizer
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import CheckpointError, ConfigError
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.tokenizers import build_tokenizer
 from terramind_qgis.models.weights.untrained import fill_module_
+from testlib.hub import make_hub_cache
 
 REPO = Path(__file__).resolve().parents[3]
 CARDS = REPO / "tests" / "data" / "catalogue"

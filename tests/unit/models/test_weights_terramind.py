@@ -12,10 +12,10 @@ import pytest
 import rasterio
 import torch
 
-from terramind_qgis.models.core.job import ModelRequest
-from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_backbone, load_generation, load_tim, load_tokenizer
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import CheckpointError, ConfigError
+from terramind_qgis.models.core.job import ModelRequest
 from terramind_qgis.models.core.modalities import MODALITIES
 from terramind_qgis.models.terramind import TerraMindGeneration, TerraMindViT, select_band_columns
 from terramind_qgis.models.weights.untrained import deterministic_tensor, fill_module_

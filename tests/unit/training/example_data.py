@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+
 from terramind_qgis.models.core.modalities import MODALITIES, ClassInfo
 from terramind_qgis.models.training.dataset import DatasetInfo, GridInfo, write_dataset
 from terramind_qgis.models.training.split import chip_windows, spatial_block_split

@@ -11,6 +11,7 @@ import pytest
 import rasterio
 import torch
 from example_data import EXAMPLES, SCENES, WATER_CLASSES
+
 from terramind_qgis.models.core.errors import ConfigError, InputRasterError
 from terramind_qgis.models.training.augment import d4
 from terramind_qgis.models.training.chip_dataset import ChipDataset

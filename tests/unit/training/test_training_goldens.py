@@ -23,7 +23,7 @@ import pytest
 import torch
 from example_data import step_batch
 from tensor_summary import deviation
-from testlib.tolerances import relative_error as rel
+
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.config import config_from_task_args
 from terramind_qgis.models.segmentation.model import SegmentationModel, build_pixel_wise_model
@@ -44,6 +44,7 @@ from terramind_qgis.models.training.recipe import Recipe
 from terramind_qgis.models.training.step import StepContext, train_step
 from terramind_qgis.models.training.trainer import train
 from terramind_qgis.models.weights.untrained import fill_module_
+from testlib.tolerances import relative_error as rel
 
 GOLD = Path(__file__).resolve().parents[2] / "goldens" / "training"
 META = json.loads((GOLD / "goldens.json").read_text())

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from testlib.progress import RecordingProgress
+
 from terramind_qgis.models.core.errors import CancelledError, ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.training import trainer as trainer_module
 from terramind_qgis.models.training.curve_png import MIOU, TRAIN, VAL
 from terramind_qgis.models.training.recipe import Recipe
 from terramind_qgis.models.training.trainer import train
+from testlib.progress import RecordingProgress
 
 # Water vs the rest on S2L2A, tiny architecture, untrained deterministic backbone (frozen, cached).
 LEARN = Recipe(max_epochs=12, batch_size=4, lr=1e-3, early_stopping_patience=None)

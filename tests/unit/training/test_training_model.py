@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from example_data import HLS6
+
 from terramind_qgis.models.core.errors import ConfigError
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.segmentation.model import SegmentationModel, build_pixel_wise_model

@@ -13,14 +13,20 @@ import time
 import numpy as np
 import pytest
 import rasterio
+from worker_fixtures import (
+    EXAMPLES,
+    make_mosaic,
+    reconstruct_job,
+    run_worker,
+    worker_command,
+    worker_env,
+    write_job,
+)  # fmt: skip
 
 from terramind_qgis.models.core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, partial_glob
 from terramind_qgis.models.core.modalities import get_modality
 from terramind_qgis.models.worker.cli import run_job_file
 from terramind_qgis.models.worker.events import EventStream, WorkerProgress
-from worker_fixtures import (
-    EXAMPLES, make_mosaic, reconstruct_job, run_worker, worker_command, worker_env, write_job,
-)  # fmt: skip
 
 
 def _one_line_error(code, events, stderr, expected_code, expected_type, pattern):

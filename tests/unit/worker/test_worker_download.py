@@ -15,20 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from worker_fixtures import CATALOGUE, run_worker, write_job
 
-from testlib.tasks import run_task, validate
-from testlib.progress import RecordingProgress
-from terramind_qgis.models.core.job import ModelRequest
-from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.build import load_generation, load_tokenizer
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import CancelledError, ConfigError, DownloadError, UnsupportedModalityError
-from terramind_qgis.models.core.job import Job
+from terramind_qgis.models.core.job import Job, ModelRequest
 from terramind_qgis.models.terramind import TerraMindGeneration
 from terramind_qgis.models.weights.loading import checkpoint_layout
 from terramind_qgis.models.weights.matching import GENERATION
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
 from testlib.hub import COMMIT, make_hub_cache
-from worker_fixtures import CATALOGUE, run_worker, write_job
+from testlib.progress import RecordingProgress
+from testlib.tasks import run_task, validate
 
 TM, DEM, LULC = "dl_terramind", "dl_tokenizer_dem", "dl_tokenizer_lulc"
 FILES = {TM: ("test-org/DL-TerraMind", "DL_TerraMind.pt"), DEM: ("test-org/DL-Tokenizer-DEM", "DL_Tokenizer_DEM.pt"),

@@ -15,23 +15,22 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from worker_fixtures import CATALOGUE, EXAMPLES, REPO, run_worker, write_job
 
-from testlib.tasks import run_task, validate
-from testlib.errors import refused
-from testlib.progress import RecordingProgress
-from terramind_qgis.models.core.job import ModelRequest
-from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.backends.onnx_card import read_card
 from terramind_qgis.models.backends.onnx_runtime import OnnxSegmentationModel, OnnxTokenizer
 from terramind_qgis.models.build import load_tokenizer
+from terramind_qgis.models.core import catalogue
 from terramind_qgis.models.core.errors import ConfigError
-from terramind_qgis.models.core.job import Job, onnx_decoder_path
+from terramind_qgis.models.core.job import Job, ModelRequest, onnx_decoder_path
+from terramind_qgis.models.runtime.device import select_device
 from terramind_qgis.models.segmentation.checkpoint import load_segmentation_model
 from terramind_qgis.models.weights.untrained import deterministic_state_dict
-from terramind_qgis.models.runtime.device import select_device
 from terramind_qgis.models.worker.tasks import TASKS
 from terramind_qgis.models.worker.tasks.context import RunContext
-from worker_fixtures import CATALOGUE, EXAMPLES, REPO, run_worker, write_job
+from testlib.errors import refused
+from testlib.progress import RecordingProgress
+from testlib.tasks import run_task, validate
 
 GOLD = REPO / "tests" / "goldens" / "segmentation"
 CONFIG = GOLD / "configs" / "tiny_sen1floods11.yaml"

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-
-from testlib.tasks import run_task
-from testlib.progress import RecordingProgress
-from terramind_qgis.models.core.errors import ConfigError
-from terramind_qgis.models.runtime.device import OomBackoff, select_device
-from terramind_qgis.models.core.seeds import tile_seed
 from worker_fixtures import make_mosaic, reconstruct_job
+
+from terramind_qgis.models.core.errors import ConfigError
+from terramind_qgis.models.core.seeds import tile_seed
+from terramind_qgis.models.runtime.device import OomBackoff, select_device
+from testlib.progress import RecordingProgress
+from testlib.tasks import run_task
 
 
 def _reconstruct(job_dict) -> tuple[np.ndarray, dict]:

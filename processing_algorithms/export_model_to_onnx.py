@@ -79,7 +79,8 @@ class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
         outputs = {"model": OutputTarget(self.OUTPUT, path, "", os.path.basename(path))}
         if model_file is not None:
             if weights or untrained:
-                raise ConfigError(f"{p.WEIGHTS} and {p.UNTRAINED} are for tokenizers; the fine-tuned model file holds its weights")
+                raise ConfigError(f"{p.WEIGHTS} and {p.UNTRAINED} are for tokenizers; "
+                                  "the fine-tuned model file holds its weights")
             model = ModelRequest(id=os.path.splitext(os.path.basename(model_file))[0], weights=model_file)
             params = {"kind": "segmentation", "config": config, "classes": classes}
         else:
@@ -98,7 +99,8 @@ class ExportModelToOnnxAlgorithm(TerraMindAlgorithm):
             params = {"kind": "tokenizer"}
         tiling = TilingSpec(tile_size=tile, overlap=0, batch_size=1)
         if spec is not None:
-            tiling.require_multiple(decoder_tile_multiple(spec, [spec.modality]), "the diffusion decoder works on 32-pixel multiples")
+            multiple = decoder_tile_multiple(spec, [spec.modality])
+            tiling.require_multiple(multiple, "the diffusion decoder works on 32-pixel multiples")
         return RunPlan(task="export_onnx", inputs=[], outputs=outputs, model=model, params=params, tiling=tiling,
                        extent=None, device="cpu", precision="fp32")  # fmt: skip
 

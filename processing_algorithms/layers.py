@@ -176,7 +176,8 @@ def local_file(layer: QgsRasterLayer) -> str | None:
     return parts["path"]
 
 
-def extent_in_layer_crs(layer: QgsRasterLayer, area: QgsRectangle | None, area_crs, context: QgsProcessingContext) -> QgsRectangle:
+def extent_in_layer_crs(layer: QgsRasterLayer, area: QgsRectangle | None, area_crs,
+                        context: QgsProcessingContext) -> QgsRectangle:
     """The part of ``layer`` inside ``area`` (given in ``area_crs``), in the layer's CRS; the full extent if None."""
     if area is None or area.isNull():
         return QgsRectangle(layer.extent())

@@ -43,7 +43,8 @@ class MapWaterZeroShotAlgorithm(TerraMindAlgorithm):
               "params.flooded_vegetation": FLOODED_VEGETATION}  # fmt: skip
 
     def initAlgorithm(self, config: dict | None = None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_S2L2A, self.tr("Input {}").format(MODALITIES["S2L2A"].title)))
+        title = self.tr("Input {}").format(MODALITIES["S2L2A"].title)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT_S2L2A, title))
         self.addParameter(p.advanced(p.band_mapping_param(
             self.BANDS_S2L2A, self.tr("Band mapping of S2L2A (B01, B02, B03, B04, B05, B06, B07, B08, B8A, B09, B11, B12)"),
             self.INPUT_S2L2A)))

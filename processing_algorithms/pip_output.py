@@ -107,7 +107,8 @@ class PipProgress:
 
 def site_packages(venv: str) -> list[str]:
     """The site-packages folders of a virtual environment (POSIX and Windows layouts)."""
-    return glob.glob(os.path.join(venv, "lib", "python3*", "site-packages")) + glob.glob(os.path.join(venv, "Lib", "site-packages"))
+    posix = glob.glob(os.path.join(venv, "lib", "python3*", "site-packages"))
+    return posix + glob.glob(os.path.join(venv, "Lib", "site-packages"))
 
 
 def installed(folders: list[str]) -> dict[str, float]:

@@ -129,8 +129,8 @@ class SetUpEnvironmentAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterFile(self.BASE_PYTHON, self.tr("Base Python interpreter"),
                                                      defaultValue=default_base_python(), optional=True,
                                                      fileFilter="Python interpreters (python*);;All files (*)"))
-        self.addParameter(QgsProcessingParameterString(self.TORCH_INDEX_URL, self.tr("Torch wheel index (e.g. for the CUDA build)"),
-                                                       optional=True))
+        index_title = self.tr("Torch wheel index (e.g. for the CUDA build)")
+        self.addParameter(QgsProcessingParameterString(self.TORCH_INDEX_URL, index_title, optional=True))
         self.addParameter(advanced(QgsProcessingParameterFile(
             self.REQUIREMENTS, self.tr("Requirements file (empty: the plugin's)"), optional=True,
             fileFilter="Requirements (*.txt)")))
@@ -145,7 +145,8 @@ class SetUpEnvironmentAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
             base = self.parameterAsFile(parameters, self.BASE_PYTHON, context) or default_base_python()
             index = self.parameterAsString(parameters, self.TORCH_INDEX_URL, context).strip()
             plugin = environment.plugin_dir()
-            requirements = self.parameterAsFile(parameters, self.REQUIREMENTS, context) or os.path.join(plugin, "requirements.txt")
+            requirements = (self.parameterAsFile(parameters, self.REQUIREMENTS, context)
+                            or os.path.join(plugin, "requirements.txt"))
             if not base or not os.path.isfile(base):
                 raise ConfigError(f"{self.BASE_PYTHON}: no Python interpreter at '{base}'; give the path of a Python 3")
             if not os.path.isfile(requirements):

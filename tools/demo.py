@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         paths = _run(args, out, untrained, weights)
         from demo_render import render_demo  # tools/demo_render.py (this folder is on sys.path)
 
-        title = f"TerraMind 1.0 {args.model_size} + tokenizers" + (" — UNTRAINED weights, outputs not meaningful" if untrained else "")
+        warning = " — UNTRAINED weights, outputs not meaningful" if untrained else ""
+        title = f"TerraMind 1.0 {args.model_size} + tokenizers{warning}"
         picture = render_demo(paths, out / f"terramind_demo{'_UNTRAINED' if untrained else ''}.png", title, untrained)
         LOG.info("wrote %s and the GeoTIFFs in %s", picture, out)
         return 0

@@ -78,7 +78,7 @@ def start():
     processing.runAndLoadResults("terramind:reconstructwithtokenizer", {
         "INPUT": os.path.join(work, "LULC.tif"), "MODALITY": "LULC", "MODEL": "test_tokenizer_lulc",
         "OUTPUT": "TEMPORARY_OUTPUT", **common})
-    report["layers"] = {l.name(): l.renderer().type() for l in QgsProject.instance().mapLayers().values()}
+    report["layers"] = {layer.name(): layer.renderer().type() for layer in QgsProject.instance().mapLayers().values()}
     iface.mainWindow().showMaximized()  # QGIS 3.40 starts with a small window under Xvfb
     iface.mainWindow().resize(1600, 1000)
     toolbox = iface.mainWindow().findChild(QDockWidget, "ProcessingToolbox")

@@ -81,7 +81,8 @@ def plugin_files(root: Path = REPO) -> list[Path]:
         for candidate in sorted(path.rglob("*")) if path.is_dir() else [path]:
             relative = candidate.relative_to(root)
             if (candidate.is_dir() or candidate.is_symlink() or EXCLUDED_PARTS & set(relative.parts)
-                    or any(part.startswith(".") for part in relative.parts) or candidate.name.endswith(EXCLUDED_SUFFIXES)):  # fmt: skip
+                    or any(part.startswith(".") for part in relative.parts)
+                    or candidate.name.endswith(EXCLUDED_SUFFIXES)):  # fmt: skip
                 continue
             files.append(relative)
     return sorted(set(files))
@@ -147,11 +148,11 @@ def _bandit_findings(name: str, source: str) -> list[str]:
         module = aliases.get(owner, owner)
         keywords = {k.arg: k.value for k in node.keywords if k.arg}
 
-        def is_true(key: str) -> bool:
+        def is_true(key: str, keywords: dict = keywords) -> bool:
             value = keywords.get(key)
             return isinstance(value, ast.Constant) and value.value is True
 
-        def is_false(key: str) -> bool:
+        def is_false(key: str, keywords: dict = keywords) -> bool:
             value = keywords.get(key)
             return isinstance(value, ast.Constant) and value.value is False
 

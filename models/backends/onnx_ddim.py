@@ -1,6 +1,8 @@
 """The DiVAE DDIM sampler in numpy (for ONNX Runtime decoding; no torch).
 
-The same scheduler as models/tokenizers/ddim.py (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``): sample prediction, trailing
+The same scheduler as models/tokenizers/ddim.py (terratorch 1.2.11
+``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``): sample
+prediction, trailing
 timesteps ``arange(T, 0, -(T // n)) - 1``, eta = 0, the [-1, 1] clamp of the x0 prediction and
 ``a_prev = 1`` after the last step. The noise table ``alphas_cumprod`` is not recomputed here: it
 is the exporting torch's own float32 table, stored in the denoiser's model card, because torch's

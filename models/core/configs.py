@@ -13,7 +13,10 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Architecture of one image tokenizer (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/``). Defaults are the official v1 values."""
+    """Architecture of one image tokenizer (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/``).
+
+    Defaults are the official v1 values.
+    """
 
     kind: Literal["divae", "vqvae"]
     in_channels: int  # image channels (LULC: number of classes, one-hot inside)
@@ -51,7 +54,10 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class TerraMindConfig:
-    """Architecture of the TerraMind encoder-decoder (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py``)."""
+    """Architecture of the TerraMind encoder-decoder.
+
+    terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py``.
+    """
 
     dim: int
     num_heads: int

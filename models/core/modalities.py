@@ -1,9 +1,11 @@
 """TerraMind v1 modalities: names, internal keys, band order, statistics, classes (torch-free).
 
-Facts from terratorch 1.2.11 ``terramind_register.py`` / ``modality_info.py`` (terratorch 1.2.11 ``models/backbones/terramind/model/modality_info.py``, ``terramind_register.py``). The internal
+Facts from terratorch 1.2.11 ``terramind_register.py`` / ``modality_info.py`` (terratorch 1.2.11
+``models/backbones/terramind/model/modality_info.py``, ``terramind_register.py``). The internal
 keys are used verbatim as sub-module names in the official checkpoints.
 
-Name resolution mirrors the reference (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py`` name aliases): a name is lower-cased, ``s2``→``sen2``,
+Name resolution mirrors the reference (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py``
+name aliases): a name is lower-cased, ``s2``→``sen2``,
 ``s1``→``sen1``, ``location``→``coords``, then matched by substring in a fixed order. An exact
 internal key is accepted as it is.
 """
@@ -137,7 +139,8 @@ def _normalise(name: str) -> str:
     return name.lower().replace("s2", "sen2").replace("s1", "sen1").replace("location", "coords")
 
 
-# (substring, internal key) in the reference's order (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py`` name aliases).
+# (substring, internal key) in the reference's order (terratorch 1.2.11
+# ``models/backbones/terramind/model/terramind_register.py`` name aliases).
 _INPUT_RULES = (
     ("sen2l2a", "untok_sen2l2a@224"), ("sen2l1c", "untok_sen2l1c@224"),
     ("sen1rtc", "untok_sen1rtc@224"), ("sen1", "untok_sen1grd@224"), ("rgb", "untok_sen2rgb@224"),

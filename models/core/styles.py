@@ -33,13 +33,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from .errors import ConfigError
 from .modalities import LULC_CLASSES, MODALITIES, ClassInfo
 
 Renderer = Literal["multibandcolor", "singlebandgray", "singlebandpseudocolor", "paletted"]
-ClassesArg = Union[Iterable[ClassInfo], Iterable[tuple[int, str, str]], Mapping[int, tuple[str, str]]]
+ClassesArg = Iterable[ClassInfo] | Iterable[tuple[int, str, str]] | Mapping[int, tuple[str, str]]
 
 # Colour ramps as (position 0..1, '#RRGGBB'), read left (low values) to right (high values).
 TERRAIN = ((0.0, "#267A36"), (0.25, "#9AC462"), (0.5, "#E8D689"), (0.75, "#A8714A"), (1.0, "#FFFFFF"))
@@ -229,7 +229,8 @@ def _renderer_element(spec: StyleSpec) -> ET.Element:
         _min_max_origin(r)
         palette = ET.SubElement(r, "colorPalette")
         for c in spec.classes:
-            ET.SubElement(palette, "paletteEntry", {"value": str(c.value), "color": c.color.lower(), "label": c.name, "alpha": "255"})
+            entry = {"value": str(c.value), "color": c.color.lower(), "label": c.name, "alpha": "255"}
+            ET.SubElement(palette, "paletteEntry", entry)
     return r
 
 

@@ -82,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
     c = p.add_argument_group("cluster")
     c.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
     c.add_argument("--cluster-module", metavar="MODULE:FUNC",
-                   help="module:function or file.py:function returning a Dask cluster (SLURMCluster, ...) or address")  # fmt: skip
+                   help="module:function or file.py:function returning a Dask cluster "
+                        "(SLURMCluster, ...) or address")  # fmt: skip
     c.add_argument("--workers", type=_positive, default=None,
                    help="LocalCluster worker processes (default 2; with a cuda template: one per GPU)")  # fmt: skip
     c.add_argument("--threads-per-worker", type=_positive, default=1, help="scenes at a time per worker (default 1)")
@@ -124,7 +125,8 @@ def _dry_run(plan: FleetPlan, stream: Any) -> int:
     """One JSON line per scene: its status (complete, to_run, broken) and its job or error."""
     done = set(plan.complete)
     for job in plan.jobs:
-        stream.write(json.dumps({"scene": job.scene, "status": "complete" if job.scene in done else "to_run", "job": job.job}) + "\n")
+        status = "complete" if job.scene in done else "to_run"
+        stream.write(json.dumps({"scene": job.scene, "status": status, "job": job.job}) + "\n")
     for scene, message in plan.broken.items():
         stream.write(json.dumps({"scene": scene, "status": "broken", "error": message}) + "\n")
     stream.flush()
@@ -163,7 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress.close()
     metrics = summary.counts()
     line = (f"terramind fleet: {summary.succeeded} succeeded, {summary.failed} failed, {summary.skipped} already complete, "
-            f"{summary.cancelled} cancelled of {summary.total} scenes in {summary.seconds:.1f} s; manifest {summary.manifest}")  # fmt: skip
+            f"{summary.cancelled} cancelled of {summary.total} scenes in {summary.seconds:.1f} s; "
+            f"manifest {summary.manifest}")  # fmt: skip
     if summary.was_cancelled:
         return _fail_line(progress, CancelledError(f"cancelled: {line.split(': ', 1)[1]}"), EXIT_CANCELLED, metrics)
     sys.stderr.write(line + "\n")

@@ -99,7 +99,8 @@ class Fleet:
         jobs = plan.to_run
         self._fraction = {j.scene: 0.0 for j in jobs}
         self._warn_without_gpu(jobs)
-        stop, kill = Event(stop_event_name(self.run_id), client=self.client), Event(kill_event_name(self.run_id), client=self.client)
+        stop = Event(stop_event_name(self.run_id), client=self.client)
+        kill = Event(kill_event_name(self.run_id), client=self.client)
         topic = topic_of(self.run_id)
         self.client.subscribe_topic(topic, lambda ev: self._messages.put(ev[1]))
         pending = as_completed()
@@ -210,7 +211,8 @@ class Fleet:
             if msg.get("kind") == "started":
                 self._fraction[scene] = 0.0
                 attempt = int(msg.get("attempt", 1))
-                self.progress.info(f"scene {scene}: started on {msg.get('worker')}" + (f" (attempt {attempt})" if attempt > 1 else ""))
+                again = f" (attempt {attempt})" if attempt > 1 else ""
+                self.progress.info(f"scene {scene}: started on {msg.get('worker')}{again}")
             elif msg.get("kind") == "progress":
                 self._fraction[scene] = max(0.0, min(0.999, float(msg.get("percent", 0.0)) / 100.0))
         # (progress is reported by the loop)

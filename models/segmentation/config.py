@@ -5,7 +5,8 @@ the ``hyper_parameters`` Lightning stores in the ``.ckpt``): ``model.init_args.m
 keyword arguments of ``EncoderDecoderFactory.build_model`` (``backbone_*`` → backbone, ``decoder_*``
 → decoder, ``head_*`` → head, ``necks``, ``num_classes``), ``model.init_args.class_names`` names the
 classes, and the data module's ``means``/``stds``/``no_data_replace`` say how raw pixels were
-standardised (terratorch 1.2.11 ``datamodules/generic_multimodal_data_module.py`` means/stds); when the YAML leaves the statistics to a known data module, its defaults
+standardised (terratorch 1.2.11 ``datamodules/generic_multimodal_data_module.py`` means/stds); when the YAML leaves
+the statistics to a known data module, its defaults
 are used (``datamodules.py``). Multi-temporal models (TerraTorch's ``TemporalWrapper``,
 ``backbone_use_temporal``) and the task's ``tiled_inference_parameters`` are read by
 ``temporal_config.py``. ``SegmentationConfig`` is that information, validated; everything the

@@ -112,8 +112,8 @@ def _crop(args: dict[str, Any]) -> DataModuleDefaults:
     bands = list(args.get("bands") or CROP_MEANS)
     unknown = [b for b in bands if b not in CROP_MEANS]
     if unknown:
-        return DataModuleDefaults(dict(args), problems=(f"data.init_args.bands {unknown} (the crop data module knows "
-                                                         f"{', '.join(CROP_MEANS)})",), module="MultiTemporalCropClassificationDataModule")  # fmt: skip
+        problem = f"data.init_args.bands {unknown} (the crop data module knows {', '.join(CROP_MEANS)})"
+        return DataModuleDefaults(dict(args), problems=(problem,), module="MultiTemporalCropClassificationDataModule")
     data = {**args, "means": [CROP_MEANS[b] for b in bands], "stds": [CROP_STDS[b] for b in bands]}
     if data.get("no_data_replace") is None:
         data["no_data_replace"] = 0.0

@@ -211,7 +211,8 @@ def tiled_inference_from_args(params: Any, notes: list[str]) -> TiledInferenceSp
         notes.append(f"tiled_inference_parameters: {', '.join(unknown)} ignored (not tiled_inference arguments)")
     kwargs = {k: params[k] for k in TILED_KEYS if k in params and params[k] is not None}
     sizes = [k for k in ("crop", "stride", "delta", "h_crop", "w_crop", "h_stride", "w_stride", "batch_size") if k in kwargs]
-    bad = [k for k in sizes if not isinstance(kwargs[k], int) or isinstance(kwargs[k], bool) or kwargs[k] < (0 if k == "delta" else 1)]
+    bad = [k for k in sizes
+           if not isinstance(kwargs[k], int) or isinstance(kwargs[k], bool) or kwargs[k] < (0 if k == "delta" else 1)]
     spec = TiledInferenceSpec(**kwargs) if not bad else None
     if spec is not None and any(s > c for s, c in zip(spec.strides, spec.tile)):
         bad.append("stride (larger than the crop: pixels between chips would get no prediction)")

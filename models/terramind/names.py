@@ -1,4 +1,5 @@
-"""Modality names → internal keys, as terratorch 1.2.11 resolves them (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py`` name aliases).
+"""Modality names → internal keys, as terratorch 1.2.11 resolves them (terratorch 1.2.11
+``models/backbones/terramind/model/terramind_register.py`` name aliases).
 
 An exact v1 internal key (``untok_sen2l2a@224``, ``tok_lulc@224``, ...) is taken as it is, like
 terratorch does for any ``MODALITY_INFO`` key; anything else goes through the substring rules of

@@ -1,4 +1,5 @@
-"""Chained one-pass ROAR token generation, exactly as terratorch 1.2.11 computes it (terratorch 1.2.11 ``models/backbones/terramind/model/terramind_generation.py``, ``generate.py``).
+"""Chained one-pass ROAR token generation, exactly as terratorch 1.2.11 computes it (terratorch 1.2.11
+``models/backbones/terramind/model/terramind_generation.py``, ``generate.py``).
 
 Random-number contract (what makes a run reproducible, and equal to a terratorch run):
 

@@ -1,4 +1,5 @@
-"""Standalone DDIM scheduler exactly as the TerraMind v1 DiVAE tokenizers configure it (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``).
+"""Standalone DDIM scheduler exactly as the TerraMind v1 DiVAE tokenizers configure it (terratorch 1.2.11
+``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``).
 
 No diffusers dependency. Mirrors terratorch 1.2.11 ``tokenizer/scheduling/{scheduling_ddim,
 scheduling_utils}.py`` with the configuration the DiVAEs build (``DDIMScheduler(num_train_timesteps=

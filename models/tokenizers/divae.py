@@ -15,7 +15,8 @@ the conditioning latents are nearest-resampled to the UNet grid, so a size other
 times 16 is accepted like in the reference. ``reconstruct`` decodes at the input's ``(H, W)`` (the
 reference's ``forward`` assumes square inputs).
 
-Outputs are standardized values, clamped to [-1, 1] by the last DDIM step (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``).
+Outputs are standardized values, clamped to [-1, 1] by the last DDIM step (terratorch 1.2.11
+``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``).
 
 Dimensions: B batch, C channels, H, W image size, L latent channels, (h, w) token grid.
 """

@@ -1,4 +1,5 @@
-"""Finite scalar quantizer (FSQ) of the TerraMind v1 tokenizers (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/quantizers/quantize_finite_scalar.py``).
+"""Finite scalar quantizer (FSQ) of the TerraMind v1 tokenizers (terratorch 1.2.11
+``models/backbones/terramind/tokenizer/quantizers/quantize_finite_scalar.py``).
 
 Mirrors terratorch 1.2.11 ``tokenizer/quantizers/quantize_finite_scalar.py``, inference only:
 

@@ -1,4 +1,5 @@
-"""Patched guided-diffusion UNet: the DiVAE decoder of the TerraMind v1 tokenizers (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/models/unet/unet.py`` ``PatchedUNetCondCat``).
+"""Patched guided-diffusion UNet: the DiVAE decoder of the TerraMind v1 tokenizers (terratorch 1.2.11
+``models/backbones/terramind/tokenizer/models/unet/unet.py`` ``PatchedUNetCondCat``).
 
 Mirrors terratorch 1.2.11 ``tokenizer/models/unet/{unet,nn}.py`` (``PatchedUNetCondCat`` as built by
 ``unet_patched``: patch 4, 256 channels, 3 res-blocks per level, channel multipliers (1, 2, 2, 2),

@@ -2,7 +2,9 @@
 
 Mirrors terratorch 1.2.11 ``tokenizer/models/vit_models.py`` (``ViTEncoder`` / ``ViTDecoder`` as
 built by ``vit_b_enc`` / ``vit_b_dec``), inference only, with the same module tree and attribute
-names so the official ``TerraMind_Tokenizer_*.pt`` state dicts load unchanged (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/models/vit_models.py``; terratorch 1.2.11 ``models/backbones/terramind/tokenizer/models/vit_models.py`` ``vit_b_dec``).
+names so the official ``TerraMind_Tokenizer_*.pt`` state dicts load unchanged (terratorch 1.2.11
+``models/backbones/terramind/tokenizer/models/vit_models.py``; terratorch 1.2.11
+``models/backbones/terramind/tokenizer/models/vit_models.py`` ``vit_b_dec``).
 
 Dimensions: B batch, C channels, H, W image size, P patch size (16), (h, w) = (H/P, W/P) token grid,
 N = h*w tokens, D width.

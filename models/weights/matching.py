@@ -1,7 +1,9 @@
 """Checkpoint key → module key mapping (the reference's) and the strict match report.
 
 Mappings, read from terratorch 1.2.11 (``terramind_register.py`` ``checkpoint_filter_fn*``,
-``tokenizer_register.py`` ``build_vqvae``; terratorch 1.2.11 ``models/backbones/terramind/tokenizer/tokenizer_register.py``; terratorch 1.2.11 ``models/backbones/terramind/model/terramind_register.py`` checkpoint loading):
+``tokenizer_register.py`` ``build_vqvae``; terratorch 1.2.11
+``models/backbones/terramind/tokenizer/tokenizer_register.py``; terratorch 1.2.11
+``models/backbones/terramind/model/terramind_register.py`` checkpoint loading):
 
 =============  ===========================================  ====================================
 model          checkpoint key ``k`` goes to                 filled from other files

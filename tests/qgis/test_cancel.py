@@ -25,4 +25,5 @@ def test_cancel_mid_run(terramind_provider, example, tmp_path, recording_feedbac
     assert max(feedback.progress) < 50, "cancel came too late to show that the run stopped early"
     assert os.listdir(out_dir) == []  # no GeoTIFF, no partial file, no sidecar
     assert any("Worker stopped" in info for info in feedback.infos)
-    print(f"run {ended - started:.1f} s, cancel to return {ended - feedback.cancelled_at:.2f} s, progress {feedback.progress[:8]}")
+    print(f"run {ended - started:.1f} s, cancel to return {ended - feedback.cancelled_at:.2f} s, "
+          f"progress {feedback.progress[:8]}")

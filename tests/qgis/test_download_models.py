@@ -100,7 +100,8 @@ def test_reconstruction_reads_the_downloaded_folder_alone(cards, tmp_path, examp
     script = ("import sys, torch; sys.path.insert(0, sys.argv[1]);"
               "from terramind_qgis.models import build; from terramind_qgis.models.core import catalogue;"
               "from terramind_qgis.models.core.job import ModelRequest; catalogue.load_cards(sys.argv[2]);"
-              "torch.save(build.load_tokenizer(ModelRequest('test_tokenizer_dem', untrained=True)).state_dict(), sys.argv[3])")  # fmt: skip
+              "tok = build.load_tokenizer(ModelRequest('test_tokenizer_dem', untrained=True));"
+              "torch.save(tok.state_dict(), sys.argv[3])")  # fmt: skip
     subprocess.run([worker_python, "-c", script, str(REPO / ".pluginpath"), str(CATALOGUE), str(made)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
     make_hub_cache(cards, *SOURCES[DEM], made.read_bytes())

@@ -76,11 +76,14 @@ def test_parameter_errors_name_the_parameter(terramind_provider, flood_ckpt, tmp
     cases = [
         ({"OUTPUT": out}, "give either MODEL_FILE .* or MODEL .*, one of them"),
         ({"MODEL_FILE": flood_ckpt, "MODEL": "test_tokenizer_dem", "OUTPUT": out}, "not both"),
-        ({"MODEL_FILE": flood_ckpt, "OUTPUT": str(tmp_path / "m.tif")}, r"OUTPUT: '.*m\.tif' must be a file name ending in \.onnx"),
+        ({"MODEL_FILE": flood_ckpt, "OUTPUT": str(tmp_path / "m.tif")},
+         r"OUTPUT: '.*m\.tif' must be a file name ending in \.onnx"),
         ({"MODEL_FILE": flood_ckpt, "UNTRAINED": True, "OUTPUT": out}, "WEIGHTS and UNTRAINED are for tokenizers"),
         ({"MODEL": "test_tokenizer_dem", "OUTPUT": out}, "'test_tokenizer_dem' has no published weights"),
-        ({"MODEL": "test_tokenizer_dem", "UNTRAINED": True, "TILE_SIZE": 48, "OUTPUT": out}, "TILE_SIZE: must be a multiple of 32"),
-        ({"MODEL": "test_tokenizer_dem", "UNTRAINED": True, "CONFIG": str(CONFIG), "OUTPUT": out}, "leave them empty for a tokenizer"),
+        ({"MODEL": "test_tokenizer_dem", "UNTRAINED": True, "TILE_SIZE": 48, "OUTPUT": out},
+         "TILE_SIZE: must be a multiple of 32"),
+        ({"MODEL": "test_tokenizer_dem", "UNTRAINED": True, "CONFIG": str(CONFIG), "OUTPUT": out},
+         "leave them empty for a tokenizer"),
     ]  # fmt: skip
     for parameters, message in cases:
         with pytest.raises(QgsProcessingException, match=message):

@@ -54,9 +54,9 @@ def test_requested_output_without_destination_goes_to_a_temporary_file(terramind
 
 def test_loaded_outputs_are_styled(terramind_provider, example, tmp_path, qgis_new_project, recording_feedback):
     feedback = recording_feedback()
+    temporary = {f"OUTPUT_{m}": "TEMPORARY_OUTPUT" for m in MODALITIES if MODALITIES[m].can_be_output}
     processing.runAndLoadResults(ALG, _params(tmp_path, INPUT_S2L2A=example("S2L2A"), OUTPUTS=["S1GRD", "LULC", "DEM"],
-                                              **{f"OUTPUT_{m}": "TEMPORARY_OUTPUT" for m in MODALITIES if MODALITIES[m].can_be_output}),
-                                 feedback=feedback)  # fmt: skip
+                                              **temporary), feedback=feedback)  # fmt: skip
     assert feedback.errors == []  # e.g. "The following layers were not correctly generated" for phantom outputs
     layers = {layer.name(): layer for layer in QgsProject.instance().mapLayers().values()}
     assert set(layers) == {f"Generated {m} (282D_485L_3_3) UNTRAINED" for m in ("S1GRD", "LULC", "DEM")}

@@ -66,7 +66,8 @@ def test_model_choices_list_official_and_catalogue_models(terramind_provider):
     assert models.options()[:4] == ["terramind_v1_tiny", "terramind_v1_small", "terramind_v1_base", "terramind_v1_large"]
     assert models.defaultValue() == "terramind_v1_base"
     tokenizers = rec.parameterDefinition("MODEL")
-    assert "terramind_v1_tokenizer_s2l2a" in tokenizers.options() and tokenizers.flags() & QgsProcessingParameterDefinition.FlagOptional
+    assert "terramind_v1_tokenizer_s2l2a" in tokenizers.options()
+    assert tokenizers.flags() & QgsProcessingParameterDefinition.FlagOptional
 
 
 def test_custom_model_cards_appear_in_new_instances(terramind_provider, tmp_path, monkeypatch):

@@ -54,7 +54,8 @@ from test_temporal_goldens import write_checkpoint
 folder = Path(sys.argv[3])
 raw = tiled_inputs()
 for a in raw.values():
-    a[..., {WINDOW[0]} + {GAP[0].start}:{WINDOW[0]} + {GAP[0].stop}, {WINDOW[1]} + {GAP[1].start}:{WINDOW[1]} + {GAP[1].stop}] = np.nan
+    a[..., {WINDOW[0]} + {GAP[0].start}:{WINDOW[0]} + {GAP[0].stop},
+        {WINDOW[1]} + {GAP[1].start}:{WINDOW[1]} + {GAP[1].stop}] = np.nan
 files = {{k: [str(p) for p in v] for k, v in write_date_rasters(folder / "dates", raw, crop={WINDOW}).items()}}
 far = write_date_rasters(folder / "far", {{"S2L2A": raw["S2L2A"][:1]}}, crop=(0, 0, 64, 64))["S2L2A"][0]
 import rasterio
@@ -107,8 +108,10 @@ def test_four_dates_grid_classes_style_nodata(terramind_provider, temporal_data,
 @pytest.mark.parametrize("change, message", [
     (lambda d: {"DATES_S1RTC": d["S1RTC"][:3]},
      r"(?m)^DATES_S1RTC: 3 dates \(layers\) given, but the model reads 4 dates of S1RTC; give 4 layers in date order"),
-    (lambda d: {"DATES_DEM": d["DEM"] * 2, "INPUT_DEM": None}, r"(?m)^DATES_DEM: 2 dates \(layers\) given, but the model reads 4 dates of DEM"),
-    (lambda d: {"INPUT_S2L2A": d["S2L2A"][0]}, r"(?m)^DATES_S2L2A: give S2L2A either as one layer \(INPUT_S2L2A\) or as its dates"),
+    (lambda d: {"DATES_DEM": d["DEM"] * 2, "INPUT_DEM": None},
+     r"(?m)^DATES_DEM: 2 dates \(layers\) given, but the model reads 4 dates of DEM"),
+    (lambda d: {"INPUT_S2L2A": d["S2L2A"][0]},
+     r"(?m)^DATES_S2L2A: give S2L2A either as one layer \(INPUT_S2L2A\) or as its dates"),
     (lambda d: {"DATES_S1RTC": d["S1RTC"][:2] + [d["S2L2A"][2]] + d["S1RTC"][3:]},
      r"layer 'S2L2A_t3 \(date 3\)': S1RTC needs 2 band\(s\) \(VV, VH\), got 12"),
     (lambda d: {"DATES_S1RTC": d["S1RTC"][:3] + [d["far"]]}, r"layer 'S2L2A_t1' \(DATES_S1RTC \(date 4\)\) does not overlap"),
@@ -128,7 +131,8 @@ def test_catalogue_model_requests_are_checked_before_the_worker(terramind_provid
     assert {"terramind_v1_base_flood", "terramind_v1_base_fire"} <= set(download.parameterDefinition("MODELS").options())
     with pytest.raises(QgsProcessingException, match=r"(?m)^DATES_S1RTC: 2 dates \(layers\) given, but the model reads 4"):
         processing.run(ALG, {**base, "DATES_S1RTC": temporal_data["S1RTC"][:2]})
-    with pytest.raises(QgsProcessingException, match=r"(?m)^INPUT_DEM: model 'terramind_v1_base_flood' reads S2L2A, S1RTC, DEM; give DEM"):
+    missing_dem = r"(?m)^INPUT_DEM: model 'terramind_v1_base_flood' reads S2L2A, S1RTC, DEM; give DEM"
+    with pytest.raises(QgsProcessingException, match=missing_dem):
         processing.run(ALG, {**base, "INPUT_DEM": None})
     assert list(tmp_path.iterdir()) == []
 
@@ -193,5 +197,6 @@ def test_dates_from_qgis_process(cli_env, temporal_data, tmp_path):  # noqa: F81
     assert (classes[GAP] == 255).all() and (classes != 255).sum() == classes.size - classes[GAP].size
     bad = _qgis_process(cli_env, "run", ALG, "--", *args[:6], f"INPUT_DEM={temporal_data['DEM'][0]}",
                         f"MODEL_FILE={temporal_data['ckpt']}", f"CONFIG={CONFIG}", "DEVICE=cpu", f"OUTPUT={tmp_path / 'bad.tif'}")
-    assert bad.returncode != 0 and "DATES_S1RTC: 2 dates (layers) given, but the model reads 4 dates of S1RTC" in bad.stdout + bad.stderr
+    assert bad.returncode != 0
+    assert "DATES_S1RTC: 2 dates (layers) given, but the model reads 4 dates of S1RTC" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stdout + bad.stderr and not (tmp_path / "bad.tif").exists()

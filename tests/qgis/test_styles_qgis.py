@@ -32,7 +32,8 @@ def test_qgis_reads_each_style(qgis_app, example, tmp_path, modality, output, re
 
 def test_ranges_reach_qgis(qgis_app, example, tmp_path):
     s2 = QgsRasterLayer(example("S2L2A"), "s2")
-    s2.loadNamedStyle(write_sidecar(str(tmp_path / "a.tif"), style_for("S2L2A", stats={4: (120.0, 2400.0), 3: (150.0, 2000.0), 2: (200.0, 1800.0)})))
+    stats = {4: (120.0, 2400.0), 3: (150.0, 2000.0), 2: (200.0, 1800.0)}
+    s2.loadNamedStyle(write_sidecar(str(tmp_path / "a.tif"), style_for("S2L2A", stats=stats)))
     red = s2.renderer().redContrastEnhancement()
     assert (red.minimumValue(), red.maximumValue()) == (120.0, 2400.0)
     dem = QgsRasterLayer(example("DEM"), "dem")

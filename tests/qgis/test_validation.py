@@ -145,7 +145,8 @@ def test_generation_model_must_be_able_to_generate(terramind_provider, example, 
 
 @pytest.mark.parametrize(("python", "match"), [
     ("/nonexistent/bin/python", r"The TerraMind worker interpreter '/nonexistent/bin/python' \(from the environment "
-                                r"variable TERRAMIND_PYTHON\) does not exist or is not executable\. Run the algorithm 'TerraMind > "
+                                r"variable TERRAMIND_PYTHON\) does not exist or is not executable\. "
+                                r"Run the algorithm 'TerraMind > "
                                 r"Environment > Set up the Python environment' \(qgis_process: terramind:setupenvironment\)"),
     pytest.param("/usr/bin/python3", r"The TerraMind worker interpreter '/usr/bin/python3' .* lacks torch.*TERRAMIND_PYTHON",
                  marks=pytest.mark.may_skip("needs a system Python without torch")),

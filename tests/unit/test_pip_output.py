@@ -85,7 +85,8 @@ def test_the_install_phase_moves_package_by_package():
 
 def test_errors_are_passed_on_and_other_lines_are_not_steps():
     pip = PipProgress()
-    assert pip.feed("ERROR: No matching distribution found for nothing==0") == "pip: ERROR: No matching distribution found for nothing==0"
+    error = "ERROR: No matching distribution found for nothing==0"
+    assert pip.feed(error) == f"pip: {error}"
     assert pip.feed("WARNING: Location 'file:///opt/pypi/simple/x/' is ignored") is None
     assert pip.feed("Progress 10 of 20") is None  # no download announced
     assert pip.fraction() == 0

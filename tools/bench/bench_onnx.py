@@ -161,19 +161,22 @@ def tokenizer_case(folder: Path, repeats: int, threads: list[int]) -> dict:
     xt = torch.from_numpy(x)
     golden = np.load(GOLD / "tokenizers" / "s2l2a.npz")
     meta = json.loads((GOLD / "tokenizers" / "goldens.json").read_text())
-    latents, (quant, tokens) = onnx_tok.encode_latents(x), onnx_tok.encode(x)
+    latents, (_quant, tokens) = onnx_tok.encode_latents(x), onnx_tok.encode(x)
     with torch.inference_mode():
         ref_latents = tok.encode_latents(xt).numpy()
         ref_tokens = tok.tokenize(xt).numpy()
-        noise = torch.randn((1, 12, 224, 224), generator=torch.Generator().manual_seed(meta["tokenizers"][TOKENIZER]["decode_seed"]))
-        ref_decode = tok.decode_tokens(torch.from_numpy(golden["tokens"][:1]), timesteps=meta["decode_timesteps"], noise=noise).numpy()
+        seed = meta["tokenizers"][TOKENIZER]["decode_seed"]
+        noise = torch.randn((1, 12, 224, 224), generator=torch.Generator().manual_seed(seed))
+        golden_tokens = torch.from_numpy(golden["tokens"][:1])
+        ref_decode = tok.decode_tokens(golden_tokens, timesteps=meta["decode_timesteps"], noise=noise).numpy()
     decode = onnx_tok.decode_tokens(golden["tokens"][:1], timesteps=meta["decode_timesteps"], noise=noise.numpy())
     out = {"model": TOKENIZER, "graph": "tokenizer_encoder (+ divae_denoiser for the decode check)",
            "onnx_mb": round((enc_path.stat().st_size + dec_path.stat().st_size) / 2**20, 1),
            "export_s": round(export_s, 2), "ort_session_s": round(session_s, 2),
            "max_rel_dev_ort_vs_torch": {"latents": rel(latents, ref_latents), "decode_2_steps": rel(decode, ref_decode)},
            "token_agreement_ort_vs_torch": float((tokens == ref_tokens).mean()),
-           "max_rel_dev_ort_vs_golden": {"latents": rel(latents, golden["latents"]), "decode_2_steps": rel(decode, golden["decode"])},
+           "max_rel_dev_ort_vs_golden": {"latents": rel(latents, golden["latents"]),
+                                         "decode_2_steps": rel(decode, golden["decode"])},
            "token_agreement_ort_vs_golden": float((tokens == golden["tokens"]).mean())}  # fmt: skip
 
     def torch_fn(batch: int) -> Callable[[], object]:

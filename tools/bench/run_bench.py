@@ -41,8 +41,7 @@ DEFAULT_REF_PY = Path.home() / ".cache" / "terramind-reference-venv" / "bin" / "
 def _run(name: str, argv: list[str], out: Path, env: dict[str, str], stdout_json: bool) -> dict:
     target = out / f"{name}.json"
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.run([sys.executable, *argv], cwd=REPO, env=env, text=True, capture_output=True)
     wall = round(time.monotonic() - t0, 1)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-4000:])
@@ -69,7 +68,8 @@ def environment() -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results")
-    p.add_argument("--only", nargs="*", default=None, help="tokenizers terramind tiled segmentation onnx fleet embeddings temporal")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="tokenizers terramind tiled segmentation onnx fleet embeddings temporal")
     p.add_argument("--tiled-sizes", nargs="+", default=["1024", "4096"])
     args = p.parse_args()
     out = (REPO / args.out).resolve()

@@ -130,7 +130,8 @@ def terramind_layout(size: str) -> dict:
     out["backbone"] = {"modalities": RAW, "merge_method": "mean", **listing(backbone)}
     del backbone
     with meta_weights():
-        gen = getattr(reg, f"terramind_v1_{size}_generate")(modalities=["S2L2A"], output_modalities=list(OUTPUTS), pretrained=False)
+        build_generate = getattr(reg, f"terramind_v1_{size}_generate")
+        gen = build_generate(modalities=["S2L2A"], output_modalities=list(OUTPUTS), pretrained=False)
     out["generation"] = {
         "inputs": ["S2L2A"], "outputs": OUTPUTS, "tokenizers": sorted(gen.tokenizer.keys()),
         **listing(gen, skip_prefix="tokenizer."),

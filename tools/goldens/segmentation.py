@@ -201,10 +201,12 @@ def lightning_extras(workdir: Path) -> dict:
         "    def __len__(self): return 2\n"
         "    def __getitem__(self, i):\n"
         "        g = torch.Generator().manual_seed(i)\n"
-        "        return {'image': {'S2L1C': torch.randn(13, 64, 64, generator=g), 'S1GRD': torch.randn(2, 64, 64, generator=g)},\n"
+        "        return {'image': {'S2L1C': torch.randn(13, 64, 64, generator=g),\n"
+        "                          'S1GRD': torch.randn(2, 64, 64, generator=g)},\n"
         "                'mask': torch.randint(0, 2, (64, 64), generator=g)}\n"
         "class DummyDM(pl.LightningDataModule):\n"
-        "    def __init__(self, batch_size: int = 2, means: dict | None = None, stds: dict | None = None, no_data_replace: float = 0):\n"
+        "    def __init__(self, batch_size: int = 2, means: dict | None = None, stds: dict | None = None,\n"
+        "                 no_data_replace: float = 0):\n"
         "        super().__init__()\n"
         "    def train_dataloader(self): return torch.utils.data.DataLoader(DS(), batch_size=2)\n"
         "    def val_dataloader(self): return torch.utils.data.DataLoader(DS(), batch_size=2)\n"
@@ -243,7 +245,8 @@ def main() -> None:
     (OUT / "configs").mkdir(exist_ok=True)
     meta_path = OUT / "goldens.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    meta["reference"] = {"terratorch": importlib.metadata.version("terratorch"), "torch": torch.__version__, "matmul_precision": "highest"}
+    meta["reference"] = {"terratorch": importlib.metadata.version("terratorch"), "torch": torch.__version__,
+                         "matmul_precision": "highest"}
     meta.setdefault("cases", {})
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -162,7 +162,8 @@ def weights_only_extras(workdir: Path) -> dict:
         "    def __len__(self): return 2\n"
         "    def __getitem__(self, i):\n"
         "        g = torch.Generator().manual_seed(i)\n"
-        "        return {'image': {m: torch.randn(c, 4, 32, 32, generator=g) for m, c in (('S2L2A', 12), ('S1RTC', 2), ('DEM', 1))},\n"
+        "        return {'image': {m: torch.randn(c, 4, 32, 32, generator=g)\n"
+        "                          for m, c in (('S2L2A', 12), ('S1RTC', 2), ('DEM', 1))},\n"
         "                'mask': torch.randint(0, 2, (32, 32), generator=g)}\n"
         "class DummyDM(pl.LightningDataModule):\n"
         "    def __init__(self, batch_size: int = 2):\n"
@@ -238,7 +239,8 @@ def main() -> None:
                 logits = task.model(x).output.numpy()
             np.savez_compressed(OUT / f"{name}.npz", logits=logits.astype(np.float32))
             meta["cases"][name] = {"config": f"configs/{name}.yaml", "layout": f"{name}.layout.json",
-                                   "window": list(case["window"]), "dates": dates, "logits_shape": list(logits.shape)}  # fmt: skip
+                                   "window": list(case["window"]), "dates": dates,
+                                   "logits_shape": list(logits.shape)}  # fmt: skip
             sys.stdout.write(f"{name} {logits.shape} max |logit| {float(np.abs(logits).max()):.4g}\n")
             if name == TILED_CASE and not args.skip_tiled:
                 params = task.hparams["tiled_inference_parameters"]

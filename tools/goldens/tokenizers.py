@@ -239,7 +239,9 @@ def _size_goldens(model: torch.nn.Module, x: torch.Tensor, out: Path, meta: dict
         try:
             model.decode_tokens(tokens, timesteps=1, generator=torch.Generator().manual_seed(0), verbose=False)
             info["240x240"] = {"decode_error": None}
-        except Exception as e:  # the reference fails here (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/models/unet/unet.py`` ``PatchedUNetCondCat``)
+        # the reference fails here (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/models/unet/unet.py``
+        # ``PatchedUNetCondCat``)
+        except Exception as e:
             info["240x240"] = {"decode_error": type(e).__name__, "message": str(e)[:300],
                                "where": traceback.extract_tb(e.__traceback__)[-1].name}  # fmt: skip
     np.savez_compressed(out / f"sizes_{name}.npz", **arrays)

@@ -152,7 +152,8 @@ class ReconstructTask(TiledTask[ReconstructRequest, Any]):
 
     def load(self) -> Any:
         job = self.tiled.job
-        self.ctx.progress.info(f"loading {self.req.spec.id}" + (" (UNTRAINED weights, testing only)" if job.model.untrained else ""))
+        untrained = " (UNTRAINED weights, testing only)" if job.model.untrained else ""
+        self.ctx.progress.info(f"loading {self.req.spec.id}{untrained}")
         return open_tokenizer(self.req.backend, job, self.req.spec, self.ctx.device, self.ctx.progress)
 
     def output_rasters(self, model: Any) -> list[OutputRaster]:

@@ -71,7 +71,7 @@ def test_onnx_worker_without_torch_equals_the_torch_backend(tiny_onnx: Path, tmp
     (tmp_path / "onnx").mkdir()
     config = str(GOLD / CASES["tiny_sen1floods11"]["config"])
     _run_worker(_job(str(state), inputs, tmp_path / "torch", config=config), tmp_path / "torch", block_torch=False)
-    result = _run_worker(_job(str(tiny_onnx), inputs, tmp_path / "onnx"), tmp_path / "onnx", block_torch=True)
+    _run_worker(_job(str(tiny_onnx), inputs, tmp_path / "onnx"), tmp_path / "onnx", block_torch=True)
 
     with rasterio.open(tmp_path / "torch" / "prob.tif") as a, rasterio.open(tmp_path / "onnx" / "prob.tif") as b:
         p_torch, p_onnx = a.read(), b.read()

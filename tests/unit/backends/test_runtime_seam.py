@@ -55,7 +55,8 @@ def test_backend_choice() -> None:
     assert refused(job("model.onnx", backend="tensorrt")) == "params.backend: must be one of torch, onnx, got 'tensorrt'"
     assert refused(Job("segment", {}, {}, ModelRequest("m", weights="m.onnx"), precision="bf16")).startswith(
         "precision: the ONNX backend runs the exported float32 graphs")
-    assert "'untrained' is for the torch backend" in refused(Job("segment", {}, {}, ModelRequest("m", weights="m.onnx", untrained=True)))
+    onnx_untrained = Job("segment", {}, {}, ModelRequest("m", weights="m.onnx", untrained=True))
+    assert "'untrained' is for the torch backend" in refused(onnx_untrained)
     assert "available for the tasks segment, reconstruct, not for 'generate'" in refused(job("model.onnx", "generate"))
     assert refused(job("model.onnx", noise="cuda")) == "params.noise: must be one of numpy, torch, got 'cuda'"
 

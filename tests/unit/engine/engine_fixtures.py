@@ -1,4 +1,5 @@
-"""Helpers of the engine tests (imported by the test modules of this folder): GeoTIFF fixtures and small real torch models for the engine.
+"""Helpers of the engine tests (imported by the test modules of this folder): GeoTIFF fixtures and small real torch
+models for the engine.
 
 The models (identity, a fixed 3x3 convolution, a class-logit model) are legitimate fixtures: the
 engine is model-agnostic, and these make its stitching exactly checkable.
@@ -43,7 +44,8 @@ def open_stack(paths: dict[str, str], extent=None, bands=None, nodata=None, file
     keys = list(paths)
     with rasterio.open(paths[keys[0]]) as src:
         grid = build_working_grid(src, keys[0], extent)
-    inputs = [InputRaster(k, InputSpec(p, bands=bands, nodata=nodata, file_nodata=file_nodata, name=f"layer {k}"), get_modality(k), grid)
+    inputs = [InputRaster(k, InputSpec(p, bands=bands, nodata=nodata, file_nodata=file_nodata, name=f"layer {k}"),
+                          get_modality(k), grid)
               for k, p in paths.items()]
     return grid, InputStack(inputs, grid)
 

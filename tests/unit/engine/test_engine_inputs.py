@@ -29,7 +29,7 @@ def test_nodata_and_nan_are_filled_with_zero_and_propagate_to_the_output(tmp_pat
     seen = []
 
     def predict(tiles, inputs, progress):
-        for k, v in inputs.items():
+        for v in inputs.values():
             assert np.isfinite(v).all(), "the model never sees NaN"
             seen.append(v)
         return {"out": np.concatenate([inputs["S1RTC"], inputs["DEM"]], axis=1)}

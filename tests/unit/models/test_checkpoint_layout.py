@@ -106,9 +106,11 @@ def test_full_official_file_loads_into_every_wrapper(model_id: str, tmp_path: Pa
     for name in ("LULC", "NDVI"):
         tok_id = f"terramind_v1_tokenizer_{name.lower()}"
         stride0_tokenizers[name] = stride0_file(reference(tok_id)["state_dict"], tmp_path / f"{name}.pt")
-    backbone = load_backbone(ModelRequest(model_id, weights=path, tokenizer_weights={"NDVI": stride0_tokenizers["NDVI"]}), ref["backbone"]["modalities"] + ["NDVI"])  # fmt: skip
+    ndvi_request = ModelRequest(model_id, weights=path, tokenizer_weights={"NDVI": stride0_tokenizers["NDVI"]})
+    backbone = load_backbone(ndvi_request, ref["backbone"]["modalities"] + ["NDVI"])
     tim = load_tim(ModelRequest(model_id, weights=path), ref["tim"]["modalities"], ref["tim"]["tim_modalities"])
-    generation = load_generation(ModelRequest(model_id, weights=path, tokenizer_weights=stride0_tokenizers), ["S2L2A", "NDVI"], ["LULC"])
+    generation = load_generation(ModelRequest(model_id, weights=path, tokenizer_weights=stride0_tokenizers),
+                                 ["S2L2A", "NDVI"], ["LULC"])
     for model in (backbone, tim, generation):
         assert not meta_tensor_names(model)
         assert not model.untrained and model.weights_source["model"] == str(path)

@@ -65,7 +65,8 @@ def test_official_fine_tuned_cards(model_id: str, hazard: str, names: tuple, col
     assert cfg.backbone == spec.config.backbone and cfg.num_classes == spec.config.num_classes == len(spec.classes)
     assert tuple(i.modality for i in cfg.inputs) == spec.inputs == ("S2L2A", "S1RTC", "DEM")
     assert cfg.temporal is not None and cfg.temporal.dates == spec.config.dates == 4 and spec.config.multi_temporal
-    assert (cfg.tiled_inference.tile, cfg.tiled_inference.strides, cfg.tiled_inference.effective_delta) == ((256, 256), (208, 208), 8)
+    tiled = cfg.tiled_inference
+    assert (tiled.tile, tiled.strides, tiled.effective_delta) == ((256, 256), (208, 208), 8)
     assert any(f"ImpactMesh data module's {hazard.lower()} dataset statistics" in n for n in cfg.notes)
 
 

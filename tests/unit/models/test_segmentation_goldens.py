@@ -147,13 +147,14 @@ def test_checkpoint_alone_uses_its_hyper_parameters(tiny) -> None:
 
 def test_batchnorm_running_statistics_matter(tiny) -> None:
     model = tiny[1]
-    raw = {k: v[..., :64, :96] for k, v in raw_inputs(model, "tiny_sen1floods11", CASES["tiny_sen1floods11"]["scenes"][0]).items()}
+    scene = CASES["tiny_sen1floods11"]["scenes"][0]
+    raw = {k: v[..., :64, :96] for k, v in raw_inputs(model, "tiny_sen1floods11", scene).items()}
     with torch.no_grad():
         before = model(raw)
         saved = {n: (m.running_mean.clone(), m.running_var.clone()) for n, m in model.named_modules()
                  if isinstance(m, torch.nn.BatchNorm2d)}  # fmt: skip
         assert len(saved) == 9  # neck fpn1.1 + 2 per UNet block
-        for name, (mean, var) in saved.items():
+        for name in saved:
             model.get_submodule(name).running_mean.zero_()
             model.get_submodule(name).running_var.fill_(1.0)
         after = model(raw)

@@ -40,7 +40,10 @@ def flood_inputs(s2: Path | None = None) -> dict[str, InputSpec]:
     }
 
 
-def segment_job(ckpt: str, out: Path, *, tiling=TilingSpec(224, 0, 2), inputs=None, **params) -> Job:
+DEFAULT_TILING = TilingSpec(224, 0, 2)
+
+
+def segment_job(ckpt: str, out: Path, *, tiling=DEFAULT_TILING, inputs=None, **params) -> Job:
     outputs = {"classes": str(out / "classes.tif"), "probabilities": str(out / "prob.tif")}
     return Job("segment", inputs or flood_inputs(), outputs, ModelRequest("flood_tiny", weights=ckpt),
                params={"config": TINY_CONFIG, **params}, tiling=tiling)  # fmt: skip
@@ -48,8 +51,9 @@ def segment_job(ckpt: str, out: Path, *, tiling=TilingSpec(224, 0, 2), inputs=No
 
 def read(path: str) -> tuple[np.ndarray, dict]:
     with rasterio.open(path) as src:
+        colormap = src.colormap(1) if src.count == 1 else None
         return src.read(), {"nodata": src.nodata, "transform": src.transform, "crs": src.crs,
-                            "descriptions": src.descriptions, "colormap": src.colormap(1) if src.count == 1 else None}  # fmt: skip
+                            "descriptions": src.descriptions, "colormap": colormap}  # fmt: skip
 
 
 def test_segment_equals_reference_argmax_and_softmax(tiny_ckpt: str, tmp_path: Path) -> None:

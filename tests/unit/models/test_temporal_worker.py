@@ -145,7 +145,8 @@ def test_every_date_count_mismatch_is_one_clear_error(ckpt, date_files, tmp_path
         validate(flood_job(ckpt, {**files, "S1RTC": files["S1RTC"][:3]}, tmp_path))
     with refused(r"^inputs\.DEM: 2 dates \(layers\) given, but the model reads 4 dates of DEM"):
         validate(flood_job(ckpt, {**files, "DEM": files["DEM"] * 2}, tmp_path))
-    with refused(r"^inputs\.S1RTC: the fine-tuned model \(terramind_v1_tiny\) needs input S1RTC .* one layer per date \(4 dates\)"):
+    with refused(r"^inputs\.S1RTC: the fine-tuned model \(terramind_v1_tiny\) needs input S1RTC "
+                 r".* one layer per date \(4 dates\)"):
         validate(flood_job(ckpt, {k: v for k, v in files.items() if k != "S1RTC"}, tmp_path))
     req = validate(flood_job(ckpt, {**files, "S2L2A": files["S2L2A"][:1]}, tmp_path))  # one date: repeated (warned)
     assert (req.dates.dates, req.dates.repeated) == (4, ("S2L2A", "DEM"))
@@ -248,13 +249,15 @@ def test_worker_command_line_with_dates(ckpt, date_files, tmp_path) -> None:
     small = write_date_rasters(tmp_path / "in", tiled_inputs(), crop=(0, 0, 64, 96))
     (tmp_path / "out").mkdir()
     job = {"protocol": 1, "task": "segment", "model": {"id": "flood", "weights": ckpt}, "params": {"config": CONFIG},
-           "inputs": {m: {"dates": [str(p) for p in f], "name": m} if len(f) > 1 else {"path": str(f[0])} for m, f in small.items()},
+           "inputs": {m: {"dates": [str(p) for p in f], "name": m} if len(f) > 1 else {"path": str(f[0])}
+                      for m, f in small.items()},
            "outputs": {"classes": str(tmp_path / "out" / "c.tif")}, "device": "cpu"}  # fmt: skip
 
     def run(j: dict) -> subprocess.CompletedProcess:
         (tmp_path / "job.json").write_text(json.dumps(j))
         return subprocess.run([sys.executable, "-m", "terramind_qgis.models.worker", str(tmp_path / "job.json")],
-                              capture_output=True, text=True, timeout=300, env={"PYTHONPATH": str(PLUGIN_PATH), "PATH": "/usr/bin:/bin"})  # fmt: skip
+                              capture_output=True, text=True, timeout=300,
+                              env={"PYTHONPATH": str(PLUGIN_PATH), "PATH": "/usr/bin:/bin"})  # fmt: skip
 
     done = run(job)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -266,7 +269,8 @@ def test_worker_command_line_with_dates(ckpt, date_files, tmp_path) -> None:
     refused_run = run(bad)
     lines = refused_run.stdout.strip().splitlines()
     assert refused_run.returncode == 2 and len(lines) == 1
-    assert json.loads(lines[0])["message"].startswith("inputs.S1RTC: 2 dates (layers) given, but the model reads 4 dates of S1RTC")
+    expected = "inputs.S1RTC: 2 dates (layers) given, but the model reads 4 dates of S1RTC"
+    assert json.loads(lines[0])["message"].startswith(expected)
     assert "Traceback" not in refused_run.stderr
 
 

@@ -2,7 +2,8 @@
 
 TerraMind tiny and the three tokenizers (``models/tokenizers``, DiVAE for S1GRD and DEM, VQ-VAE for
 LULC) are loaded the way users load them (``models/build.load_generation``) with the deterministic
-untrained fill, exactly like the reference models in ``tools/goldens/terramind.py --e2e``. This checks the whole chain: standardization, chained token
+untrained fill, exactly like the reference models in ``tools/goldens/terramind.py --e2e``. This checks the whole
+chain: standardization, chained token
 generation, the DiVAE start noise continuing the last step's CPU generator (S1GRD first, then DEM,
 the LULC VQ-VAE drawing nothing), DDIM decoding (2 steps, 128 x 128) and de-standardization.
 """
@@ -51,7 +52,8 @@ def test_generation_pixels_match_reference() -> None:
     assert relative_error(out["DEM"], arrays["e2e/DEM"]) <= 1e-4
     assert relative_error(out["LULC"][:, :, 40:72, 40:72], arrays["e2e/LULC_window"]) <= 1e-4
     np.testing.assert_array_equal(out["LULC"].argmax(1).numpy(), arrays["e2e/LULC_argmax"])
-    # DiVAE outputs are clamped to ±1 std around the pre-training mean (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``).
+    # DiVAE outputs are clamped to ±1 std around the pre-training mean (terratorch 1.2.11
+    # ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``).
     assert out["DEM"].min() >= 670.665 - 951.272 - 1e-3 and out["DEM"].max() <= 670.665 + 951.272 + 1e-3
     del model
     gc.collect()

@@ -1,6 +1,7 @@
 """Unit tests of ``models/terramind`` that need no golden files: building blocks, layouts, name
 resolution, sampling filters, the random-number contract, progress/cancel, meta construction and
-loading through the product's loading path (``models/weights/loading.py``). A small custom config keeps them fast; parity with terratorch is in
+loading through the product's loading path (``models/weights/loading.py``). A small custom config keeps them fast;
+parity with terratorch is in
 ``test_terramind_goldens.py``.
 """
 

@@ -1,4 +1,8 @@
-"""FSQ quantizer and DDIM scheduler properties (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/quantizers/quantize_finite_scalar.py``; terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``), independent of the goldens."""
+"""FSQ quantizer and DDIM scheduler properties, independent of the goldens.
+
+terratorch 1.2.11 ``models/backbones/terramind/tokenizer/quantizers/quantize_finite_scalar.py``;
+``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +49,9 @@ def test_zero_terminal_snr_schedule() -> None:
     assert a.dtype == torch.float32 and a.shape == (1000,)
     assert float(a[-1]) == 0.0 and 0.9998 < float(a[0]) < 1.0
     assert bool((a[1:] <= a[:-1]).all())
-    spec_values = [0.0, 1.061e-4, 1.089e-3, 6.022e-3, 0.02418, 0.07603, 0.1920, 0.3934, 0.6571, 0.8964]  # terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``, ``diffusion_pipeline.py``
+    # terratorch 1.2.11 ``models/backbones/terramind/tokenizer/scheduling/scheduling_ddim.py``,
+    # ``diffusion_pipeline.py``
+    spec_values = [0.0, 1.061e-4, 1.089e-3, 6.022e-3, 0.02418, 0.07603, 0.1920, 0.3934, 0.6571, 0.8964]
     assert np.allclose(a[s.timesteps(10)].numpy(), spec_values, rtol=2e-3, atol=1e-7)
 
 

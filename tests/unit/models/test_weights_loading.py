@@ -171,9 +171,11 @@ def test_wrong_modality_tokenizer_file_names_the_keys(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_tokenizer(ModelRequest("test_tokenizer_s2l2a", weights=tmp_path / "dem.pt"))
     message = str(err.value)
-    assert f"'{tmp_path / 'dem.pt'}' does not fit model 'test_tokenizer_s2l2a' (DiVAE tokenizer for S2L2A, 12 input channels)" in message
+    assert (f"'{tmp_path / 'dem.pt'}' does not fit model 'test_tokenizer_s2l2a' "
+            "(DiVAE tokenizer for S2L2A, 12 input channels)") in message
     assert "looks like a DiVAE (diffusion) image tokenizer for 1-band images" in message
-    assert "4 keys with the wrong shape (same name, other shape); by group: decoder.out (2), encoder.proj (1), decoder.input_blocks (1)" in message
+    assert ("4 keys with the wrong shape (same name, other shape); "
+            "by group: decoder.out (2), encoder.proj (1), decoder.input_blocks (1)") in message
     assert "encoder.proj.weight: file [64, 1, 16, 16] vs model [64, 12, 16, 16]" in message
     assert "decoder.input_blocks.0.0.weight" in message and "decoder.out.2.weight" in message
 
@@ -195,8 +197,10 @@ def test_missing_and_unexpected_keys_are_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_tokenizer(ModelRequest("test_tokenizer_lulc", weights=tmp_path / "bad.pt"))
     message = str(err.value)
-    assert "1 missing key (in the model, not in the file); by group: encoder.blocks (1)\n    encoder.blocks.1.attn.qkv.weight" in message
-    assert "1 unexpected key (in the file, not in the model); by group: encoder.blocks (1)\n    encoder.blocks.2.attn.qkv.weight" in message
+    assert ("1 missing key (in the model, not in the file); by group: encoder.blocks (1)\n"
+            "    encoder.blocks.1.attn.qkv.weight") in message
+    assert ("1 unexpected key (in the file, not in the model); by group: encoder.blocks (1)\n"
+            "    encoder.blocks.2.attn.qkv.weight") in message
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:

@@ -102,7 +102,8 @@ def test_other_modalities_are_ignored_but_foreign_keys_are_not(files: dict[str, 
     sd["encoder_embeddings.hyperspectral.proj.weight"] = torch.zeros(64, 100)
     sd["head.weight"] = torch.zeros(2, 64)
     torch.save(sd, files["dir"] / "foreign.pt")
-    with pytest.raises(CheckpointError, match=r"2 unexpected keys .*\n.*encoder_embeddings.hyperspectral.proj.weight\n.*head.weight"):
+    unexpected = r"2 unexpected keys .*\n.*encoder_embeddings.hyperspectral.proj.weight\n.*head.weight"
+    with pytest.raises(CheckpointError, match=unexpected):
         load_backbone(ModelRequest(TINY, weights=files["dir"] / "foreign.pt"), INPUTS)
 
 

@@ -90,7 +90,8 @@ def test_missing_job_file_and_bad_inputs_are_bad_jobs(tmp_path, capsys):
                     "layer 'my layer': S2L2A needs 12")  # fmt: skip
     _one_line_error(*run(reconstruct_job(tmp_path, model="no_such_model")), EXIT_BAD_JOB, "ModelNotFoundError",
                     "'no_such_model' is not in the catalogue")  # fmt: skip
-    _one_line_error(*run(reconstruct_job(tmp_path, tile=112)), EXIT_BAD_JOB, "ConfigError", "tiling.tile_size: must be a multiple of 32")
+    _one_line_error(*run(reconstruct_job(tmp_path, tile=112)), EXIT_BAD_JOB, "ConfigError",
+                    "tiling.tile_size: must be a multiple of 32")
     job = reconstruct_job(tmp_path)
     job["precision"] = "fp16"
     _one_line_error(*run(job), EXIT_BAD_JOB, "ConfigError", "'fp16' needs a CUDA GPU")

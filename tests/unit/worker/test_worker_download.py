@@ -108,7 +108,8 @@ def test_folder_holds_official_names_and_build_loads_it_without_the_cache(prepar
     # the folder alone is enough: the cache goes, the model and its tokenizer load from the folder
     shutil.rmtree(cache)
     model = load_generation(ModelRequest(TM, weights=str(folder)), ["S2L2A"], ["DEM"])
-    assert model.weights_source == {"model": str(folder / "DL_TerraMind.pt"), "tokenizer DEM": str(folder / "DL_Tokenizer_DEM.pt")}
+    assert model.weights_source == {"model": str(folder / "DL_TerraMind.pt"),
+                                    "tokenizer DEM": str(folder / "DL_Tokenizer_DEM.pt")}
     key = "encoder.0.attn.qkv.weight"
     assert torch.equal(model.state_dict()["sampler.model." + key], prepared["states"][TM][key])
     dem = prepared["states"][DEM]
@@ -119,7 +120,8 @@ def test_without_a_folder_the_files_stay_in_the_cache(prepared, cache):
     result = run(job(prepared, [DEM]))
     (f,) = result["metrics"]["files"]
     assert result["outputs"] == {} and result["metrics"]["folder"] is None
-    assert f["path"] == f["cache_path"] == str(cache / "models--test-org--DL-Tokenizer-DEM" / "snapshots" / COMMIT / "DL_Tokenizer_DEM.pt")
+    cached = cache / "models--test-org--DL-Tokenizer-DEM" / "snapshots" / COMMIT / "DL_Tokenizer_DEM.pt"
+    assert f["path"] == f["cache_path"] == str(cached)
     assert f["placed"] is None and f["sha256"] == hashlib.sha256(prepared["content"][DEM]).hexdigest()
 
 

@@ -48,7 +48,7 @@ def temporal_data(tmp_path_factory, worker_python) -> dict:
 import json, sys
 from pathlib import Path
 import numpy as np
-sys.path[:0] = [sys.argv[1], sys.argv[2]]
+sys.path[:0] = [sys.argv[1], sys.argv[2], str(Path(sys.argv[2]).parents[1])]  # plugin, test module, testlib
 from temporal_fixtures import tiled_inputs, write_date_rasters
 from test_temporal_goldens import write_checkpoint
 folder = Path(sys.argv[3])

@@ -11,6 +11,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 
+class BackboneNamed:
+    """``size`` and ``is_tim`` read from a ``backbone`` name such as 'terramind_v1_base_tim' (a mixin)."""
+
+    @property
+    def size(self) -> str:
+        return self.backbone.split("_")[2]
+
+    @property
+    def is_tim(self) -> bool:
+        return self.backbone.endswith("_tim")
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Architecture of one image tokenizer (terratorch 1.2.11 ``models/backbones/terramind/tokenizer/``).

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.configs import BackboneNamed
 from ..core.errors import ConfigError, UnsupportedModalityError
 from ..core.modalities import MODALITIES, resolve_input_key
 from .datamodules import resolve_data_module
@@ -52,7 +53,7 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
-class SegmentationConfig:
+class SegmentationConfig(BackboneNamed):
     """A fine-tuned TerraMind segmentation model, as far as inference needs it."""
 
     backbone: str  # e.g. 'terramind_v1_base' or 'terramind_v1_base_tim'
@@ -72,14 +73,6 @@ class SegmentationConfig:
     notes: tuple[str, ...] = ()  # things the user should know (defaults taken, settings ignored)
     temporal: TemporalSpec | None = None  # multi-temporal wrapper; None: single-date model
     tiled_inference: TiledInferenceSpec | None = None  # the task's tiled_inference_parameters, if any
-
-    @property
-    def size(self) -> str:
-        return self.backbone.split("_")[2]
-
-    @property
-    def is_tim(self) -> bool:
-        return self.backbone.endswith("_tim")
 
     @property
     def catalogue_id(self) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.configs import BackboneNamed
 from ..core.errors import ConfigError, UnsupportedModalityError
 from ..core.modalities import MODALITIES, resolve_input_key
 
@@ -44,7 +45,7 @@ CLASS_WEIGHTS_NOTE = "class weights act on the 'ce' loss only (TerraTorch's init
 
 
 @dataclass(frozen=True)
-class Recipe:
+class Recipe(BackboneNamed):
     """Everything a fine-tuning run is made of besides the data (module docstring for the defaults)."""
 
     backbone: str = "terramind_v1_tiny"  # terramind_v1_<tiny|small|base|large>[_tim]
@@ -126,14 +127,6 @@ class Recipe:
             problems.append("bands on a TiM backbone (TerraTorch refuses band subsets with TiM)")
         if problems:
             raise ConfigError("invalid fine-tuning recipe: " + "; ".join(problems))
-
-    @property
-    def size(self) -> str:
-        return self.backbone.split("_")[2]
-
-    @property
-    def is_tim(self) -> bool:
-        return self.backbone.endswith("_tim")
 
     @property
     def channels(self) -> tuple[int, ...]:

@@ -79,24 +79,16 @@ def ours_side(dataset: str, out: str, size: str, cached: bool, epochs: int) -> N
     """Child process: one of our runs; prints a JSON line with setup and per-epoch seconds."""
     t0 = time.monotonic()
     sys.path.insert(0, str(PLUGIN_PATH))
+    from terramind_qgis.models.core.progress import NullProgress
     from terramind_qgis.models.training.recipe import Recipe
     from terramind_qgis.models.training.trainer import train
 
     starts: list[float] = []
 
-    class Clock:
+    class Clock(NullProgress):
         def set_progress(self, percent: float) -> None:
             if not starts:
                 starts.append(time.monotonic())
-
-        def info(self, message: str) -> None:
-            pass
-
-        def warn(self, message: str) -> None:
-            pass
-
-        def is_canceled(self) -> bool:
-            return False
 
     recipe = Recipe(backbone=f"terramind_v1_{size}", batch_size=8, augment=False, max_epochs=epochs,
                     cache_features=cached, early_stopping_patience=None)  # fmt: skip

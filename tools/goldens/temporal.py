@@ -32,7 +32,7 @@ data module do): every modality is a ``(T, C, H, W)`` array (a one-date file, th
 (``MultimodalToTensor``), batched to ``(B, C, T, H, W)`` and standardised per band with the data
 module's statistics (``MultimodalNormalize``: ``view(1, -1, 1, 1, 1)``); the model gets
 ``{'S2L2A': (B, 12, T, H, W), 'S1RTC': (B, 2, T, H, W), 'DEM': (B, 1, T, H, W)}``. The ImpactMesh
-statistics are read from ``tests/data/terramind_configs/impactmesh/impactmesh_datamodule.py``
+statistics are read from ``tests/data/terramind_configs/impactmesh/impactmesh_datamodule.py.txt``
 (``datasets_stats``, with ``ast``), the crop ones from the real
 ``MultiTemporalCropClassificationDataModule`` (its ``aug``).
 """
@@ -95,7 +95,7 @@ def case_config(case: dict) -> dict:
 
 def impactmesh_stats(data_args: dict) -> tuple[dict, dict]:
     """(means, stds) the ImpactMesh data module picks: ``datasets_stats`` of its source, by disaster type."""
-    tree = ast.parse((IMPACTMESH / "impactmesh_datamodule.py").read_text())
+    tree = ast.parse((IMPACTMESH / "impactmesh_datamodule.py.txt").read_text())
     (node,) = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "datasets_stats"]
     stats = ast.literal_eval(node.value)
     disaster = data_args.get("disaster_type")

@@ -49,7 +49,7 @@ def test_impactmesh_configs(size: str, disaster: str) -> None:
 
 def test_impactmesh_statistics_are_the_data_modules_own() -> None:
     """The table equals ``datasets_stats`` of IBM/ImpactMesh's impactmesh_datamodule.py (copied next to the configs)."""
-    tree = ast.parse((IMPACTMESH / "impactmesh_datamodule.py").read_text())
+    tree = ast.parse((IMPACTMESH / "impactmesh_datamodule.py.txt").read_text())
     (node,) = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "datasets_stats"]
     source = ast.literal_eval(node.value)
     assert {k: {s: v[s] for s in ("means", "stds")} for k, v in source.items()} == IMPACTMESH_STATS

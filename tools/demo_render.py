@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from qgis.core import QgsMapRendererCustomPainterJob, QgsMapSettings, QgsRasterBandStats, QgsRasterLayer
+from qgis.core import Qgis, QgsMapRendererCustomPainterJob, QgsMapSettings, QgsRasterLayer
 from qgis.PyQt.QtCore import QRectF, QSize, Qt
 from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 from qgis.PyQt.QtXml import QDomDocument
@@ -33,7 +33,7 @@ def _input_stretch(layer: QgsRasterLayer) -> dict[int, tuple[float, float]]:
     """Mean +- 2 sigma of bands 2-4 (clipped to min..max), the stretch the worker uses for outputs."""
     stats = {}
     for band in (2, 3, 4):
-        s = layer.dataProvider().bandStatistics(band, QgsRasterBandStats.Stats.All)
+        s = layer.dataProvider().bandStatistics(band, Qgis.RasterBandStatistic.All)
         stats[band] = (max(s.minimumValue, s.mean - 2 * s.stdDev), min(s.maximumValue, s.mean + 2 * s.stdDev))
     return stats
 

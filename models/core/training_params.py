@@ -497,3 +497,24 @@ def check_model_folder(folder: str, name: str, resume: str | None, field_name: s
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"cannot write in the folder '{parent}'; choose a folder you can write to", field=field_name)
     return folder
+
+
+def parse_bands(text: str | None, field_name: str = "params.bands") -> dict[str, tuple[str, ...]]:
+    """``"S2L2A: BLUE, GREEN, RED; S1RTC: VV"`` → ``{"S2L2A": ("BLUE", "GREEN", "RED"), "S1RTC": ("VV",)}``."""
+    out: dict[str, tuple[str, ...]] = {}
+    for part in filter(str.strip, re.split(r"[;\n]", text or "")):
+        name, sep, bands = part.partition(":")
+        names = tuple(b.strip() for b in bands.split(",") if b.strip())
+        if not sep or not names:
+            raise ConfigError(f"cannot read '{part.strip()}'; write '<MODALITY>: <band>, <band>; ...', e.g. "
+                              "'S2L2A: BLUE, GREEN, RED'", field=field_name)  # fmt: skip
+        try:
+            modality = get_modality(name.strip())
+        except UnsupportedModalityError as e:
+            raise ConfigError(str(e), field=field_name) from None
+        unknown = [b for b in names if b not in modality.bands]
+        if unknown:
+            raise ConfigError(f"{modality.name} has no band(s) {', '.join(unknown)} (its bands: {', '.join(modality.bands)})",
+                              field=field_name)  # fmt: skip
+        out[modality.name] = names
+    return out

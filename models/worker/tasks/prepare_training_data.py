@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import CancelledError, ConfigError, InputRasterError
-from ...core.features import Feature
+from ...core.features import Feature, FeatureSet
 from ...core.job import Job
 from ...core.modalities import ClassInfo, Modality, get_modality
 from ...core.progress import check_cancelled
@@ -215,13 +215,28 @@ def raster_labels(data: np.ndarray, valid: np.ndarray, class_of: dict[str, int],
     return labels
 
 
+def in_grid_crs(labels: FeatureSet, grid: WorkingGrid) -> tuple[Feature, ...]:
+    """The features in the grid's CRS (the grid is TerraMind's 10 m grid: UTM for a geographic first input)."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    from rasterio.warp import transform_geom
+
+    try:
+        crs = CRS.from_user_input(labels.crs)
+    except CRSError as e:
+        raise ConfigError(f"its CRS '{labels.crs[:60]}' is not understood ({e})", field=LABELS) from None
+    if crs == grid.crs:
+        return labels.features
+    return tuple(replace(f, geometry=dict(transform_geom(crs, grid.crs, f.geometry))) for f in labels.features)
+
+
 # ----------------------------------------------------------------------------- the run
 def _labels(req: PrepareRequest, ctx: RunContext) -> tuple[np.ndarray, tuple[ClassInfo, ...]]:
     p, grid = req.params, req.grid
     if p.labels is not None:
-        features = p.labels.features
+        features = in_grid_crs(p.labels, grid)
         left, bottom, right, top = grid.bounds
-        outside = p.labels.outside(grid.bounds)
+        outside = FeatureSet(p.labels.crs, features).outside(grid.bounds)
         if len(outside) == len(features):
             raise ConfigError(f"none of the {len(features)} labelled features lies inside the inputs' area "
                               f"(bounds {[round(v, 3) for v in (left, bottom, right, top)]}); the labels lie outside "

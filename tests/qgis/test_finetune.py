@@ -20,8 +20,10 @@ import pytest
 from qgis.core import (
     QgsFeature,
     QgsGeometry,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingModelAlgorithm,
+    QgsProject,
     QgsRectangle,
     QgsVectorLayer,
 )
@@ -77,12 +79,15 @@ def chain(terramind_provider, tmp_path_factory):
         "INPUT_S2L2A": str(s2), "LABEL_RASTER": str(lulc), "CLASSES": WATER_VS_REST, **CHIPS,
         "OUTPUT": str(tmp / "dataset")}, feedback=prep_feedback)  # fmt: skip
     train_feedback = RecordingFeedback.create()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
     trained = processing.run("terramind:finetunesegmentationmodel", {"DATASET": prepared["OUTPUT"], **TRAIN,
-                             "OUTPUT": str(tmp / "model")}, feedback=train_feedback)  # fmt: skip
+                             "OUTPUT": str(tmp / "model")}, feedback=train_feedback, context=context)  # fmt: skip
+    to_load = dict(context.layersToLoadOnCompletion())
     segmented = processing.run("terramind:segmentwithfinetunedmodel", {
         "MODEL_FILE": trained["OUTPUT_CHECKPOINT"], "CONFIG": trained["OUTPUT_CONFIG"], "INPUT_S2L2A": str(s2),
         "TILE_SIZE": 64, "OVERLAP": 16, "DEVICE": "cpu", "OUTPUT": str(tmp / "water.tif")})  # fmt: skip
-    _CHAIN.update(tmp=tmp, s2=str(s2), lulc=str(lulc), prepared=prepared, trained=trained, segmented=segmented,
+    _CHAIN.update(tmp=tmp, s2=str(s2), lulc=str(lulc), prepared=prepared, trained=trained, segmented=segmented, to_load=to_load,
                   prep_feedback=prep_feedback, train_feedback=train_feedback)  # fmt: skip
     return _CHAIN
 
@@ -116,6 +121,10 @@ def test_finetune_writes_the_model_files_and_reports_each_epoch(chain) -> None:
     assert trained["TEST_MIOU"] == pytest.approx(test["mIoU"]) and json.loads(trained["TEST_IOU"]) == test["iou"]
     assert 1 <= trained["BEST_EPOCH"] <= 3 and Path(trained["OUTPUT_CURVE"]).read_bytes()[:4] == b"\x89PNG"
     assert "backbone_pretrained: false" in Path(trained["OUTPUT_CONFIG"]).read_text()
+    metrics = trained["OUTPUT_METRICS"]  # loaded as a table when the run loads its outputs
+    assert chain["to_load"][metrics].name == "Training metrics (water)"
+    table = QgsVectorLayer(metrics, "metrics", "ogr")
+    assert table.isValid() and table.featureCount() == 3 and not table.isSpatial()
 
 
 def test_the_model_segments_at_once_and_learned_water(chain) -> None:

@@ -270,3 +270,30 @@ def test_finetune_cancel_keeps_the_best_checkpoint_and_says_so(prepared, tmp_pat
     shutil.copy(tmp_path / "m" / "water.last.ckpt", tmp_path / "resume.ckpt")
     result = run_task(finetune_job(folder, tmp_path / "m", epochs=2, resume=str(tmp_path / "resume.ckpt")))
     assert result["metrics"]["epochs_run"] == 2
+
+
+# ----------------------------------------------------------------------------- the worker's command line
+def _worker(tmp_path: Path, job: dict) -> tuple[int, list[dict], str]:
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps({"protocol": 1, **job}), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3] / ".pluginpath")}
+    proc = subprocess.run([sys.executable, "-m", "terramind_qgis.models.worker", str(path)], capture_output=True,
+                          text=True, timeout=300, env=env)  # fmt: skip
+    return proc.returncode, [json.loads(line) for line in proc.stdout.splitlines() if line.strip()], proc.stderr
+
+
+def test_worker_command_line_prepares_and_refuses_a_bad_finetune_job(prepared, tmp_path) -> None:
+    code, events, _ = _worker(tmp_path, prepare_job(tmp_path / "cli", chip_size=64, stride=64))
+    assert code == 0 and events[-1]["event"] == "result"
+    assert events[-1]["outputs"] == {"dataset": str(tmp_path / "cli")} and sum(events[-1]["metrics"]["chips"].values()) == 16
+    assert any(e["event"] == "progress" for e in events)
+    code, events, stderr = _worker(tmp_path, finetune_job(prepared[1], tmp_path / "m", batch_size=500))
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr
+    assert events[-1]["event"] == "error" and events[-1]["field"] == "params.batch_size"
+    assert lines[0].startswith("terramind worker: params.batch_size: is 500, but the dataset's train split has")
+    assert not (tmp_path / "m").exists()

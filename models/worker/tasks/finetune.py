@@ -26,6 +26,7 @@ import csv
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,19 @@ def run(req: FinetuneRequest, ctx: RunContext) -> dict[str, Any]:
                       f"loss {recipe.loss}, lr {recipe.lr:g}, batch size {recipe.batch_size}, up to {recipe.max_epochs} "
                       f"epochs on {ctx.device.description}")  # fmt: skip
     os.makedirs(req.folder, exist_ok=True)
-    result = train(info, req.folder, recipe, model_name=p.name, weights=job.model.weights,
-                   untrained=job.model.untrained, device=device, resume=p.resume, progress=ctx.progress)  # fmt: skip
+    before = set(os.listdir(req.folder))
+    try:
+        result = train(info, req.folder, recipe, model_name=p.name, weights=job.model.weights,
+                       untrained=job.model.untrained, device=device, resume=p.resume, progress=ctx.progress)  # fmt: skip
+    except BaseException:
+        if not os.path.exists(os.path.join(req.folder, f"{p.name}.ckpt")):  # no model came of it: leave no stray files
+            for name in set(os.listdir(req.folder)) - before:
+                path = os.path.join(req.folder, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.remove(path)
+        raise
     folder = Path(req.folder)
     outputs = {"checkpoint": str(result.checkpoint), "config": str(result.config), "card": str(result.card),
                "last_checkpoint": str(result.last_checkpoint), "metrics": str(result.metrics_csv),

@@ -297,3 +297,22 @@ def test_worker_command_line_prepares_and_refuses_a_bad_finetune_job(prepared, t
     assert events[-1]["event"] == "error" and events[-1]["field"] == "params.batch_size"
     assert lines[0].startswith("terramind worker: params.batch_size: is 500, but the dataset's train split has")
     assert not (tmp_path / "m").exists()
+
+
+def test_finetune_never_trains_on_random_weights_silently(prepared, tmp_path) -> None:
+    """Without UNTRAINED the backbone's weights come from the Hub (its cache offline): none there is one error,
+    and the model folder keeps nothing of the run."""
+    import os
+
+    job = finetune_job(prepared[1], tmp_path / "m")
+    job["model"]["untrained"] = False
+    os.environ["HF_HUB_OFFLINE"], saved = "1", os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_CACHE"], saved_cache = str(tmp_path / "empty-cache"), os.environ.get("HF_HUB_CACHE")
+    try:
+        code, events, stderr = _worker(tmp_path, job)
+    finally:
+        for key, value in (("HF_HUB_OFFLINE", saved), ("HF_HUB_CACHE", saved_cache)):
+            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
+    assert code == 1 and events[-1]["event"] == "error" and "Traceback" not in stderr
+    assert "TerraMind_v1_tiny.pt" in events[-1]["message"]
+    assert not (tmp_path / "m").exists() or os.listdir(tmp_path / "m") == []

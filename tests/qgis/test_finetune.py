@@ -210,7 +210,7 @@ def test_model3_chains_prepare_finetune_and_segment(terramind_provider, example,
     assert result["classes"] == str(tmp_path / "classes.tif")
     facts = raster_facts(result["classes"])
     assert facts["size"] == (224, 224) and facts["categories"][:2] == ["Others", "Water"]
-    assert water_iou(result["classes"], lulc) > 0.2  # two epochs: above the all-background map already
+    assert water_iou(result["classes"], lulc) > 0.2  # one epoch: above the all-background map already
 
 
 def test_prepare_from_the_shell(cli_env, example, tmp_path) -> None:  # noqa: F811 - the fixture

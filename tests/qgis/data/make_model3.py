@@ -88,7 +88,7 @@ def finetune_chain() -> str:
     finetune = child("terramind:finetunesegmentationmodel", "finetune", 300, {
         "DATASET": QgsProcessingModelChildParameterSource.fromChildOutput("prepare", "OUTPUT"),
         "MODEL": v("terramind_v1_tiny"), "UNTRAINED": v(True), "MODEL_NAME": v("water"), "LOSS": v("dice"),
-        "CLASS_WEIGHTS": v("none"), "LEARNING_RATE": v(0.001), "EPOCHS": v(2), "BATCH_SIZE": v(4), "PATIENCE": v(0),
+        "CLASS_WEIGHTS": v("none"), "LEARNING_RATE": v(0.001), "EPOCHS": v(1), "BATCH_SIZE": v(4), "PATIENCE": v(0),
         "BACKBONE": v("auto"), "AUGMENT": v(False), "SEED": v(42), "DEVICE": v("cpu"), "PRECISION": v("fp32"),
         "OUTPUT": v("TEMPORARY_OUTPUT")})
     segment = child("terramind:segmentwithfinetunedmodel", "segment", 500, {

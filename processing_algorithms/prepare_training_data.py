@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import Any
 
 from qgis.core import (
@@ -38,6 +39,7 @@ from ..models.core.training_params import (
     PrepareParams,
     check_class_values,
     check_dataset_folder,
+    parse_bands,
     parse_class_rules,
 )
 from . import parameters as p
@@ -53,6 +55,7 @@ class PrepareTrainingDataAlgorithm(TerraMindAlgorithm):
     NAME, DISPLAY_NAME, GROUP = "preparetrainingdata", "Prepare training data", "finetuning"
     INPUT_PARAMS = {m: f"INPUT_{m}" for m in FINETUNED_INPUTS}
     BANDS_PARAMS = {m: f"BANDS_{m}" for m in FINETUNED_INPUTS}
+    BAND_NAMES = "BAND_NAMES"
     LABELS = "LABELS"
     CLASS_FIELD = "CLASS_FIELD"
     LABEL_RASTER = "LABEL_RASTER"
@@ -71,7 +74,7 @@ class PrepareTrainingDataAlgorithm(TerraMindAlgorithm):
     FIELDS = {"params.labels": LABELS, "params.labels.class": CLASS_FIELD, "params.label_raster": LABEL_RASTER,
               "params.classes": CLASSES, "params.buffer": BUFFER, "params.chip_size": CHIP_SIZE, "params.stride": STRIDE,
               "params.block_size": BLOCK_SIZE, "params.fractions": TRAIN_FRACTION, "params.overwrite": OVERWRITE,
-              "outputs.dataset": OUTPUT, "inputs": "INPUT_S2L2A"}  # fmt: skip
+              "outputs.dataset": OUTPUT, "params.bands": BAND_NAMES, "inputs": "INPUT_S2L2A"}  # fmt: skip
 
     def initAlgorithm(self, config: dict | None = None) -> None:
         integer, double = QgsProcessingParameterNumber.Type.Integer, QgsProcessingParameterNumber.Type.Double
@@ -81,6 +84,9 @@ class PrepareTrainingDataAlgorithm(TerraMindAlgorithm):
         for modality, key in self.BANDS_PARAMS.items():
             self.addParameter(p.advanced(p.band_mapping_param(
                 key, self.tr("Band mapping of {} (bands in the model's order)").format(modality), self.INPUT_PARAMS[modality])))
+        self.addParameter(p.advanced(QgsProcessingParameterString(
+            self.BAND_NAMES, self.tr("Band subsets the inputs hold, e.g. 'S2L2A: BLUE, GREEN, RED' (with the band "
+                                     "mapping in that order; empty: every band of the modality)"), optional=True)))
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.LABELS, self.tr("Labels: polygons, points or lines with a class field"),
             [QgsProcessing.SourceType.TypeVectorAnyGeometry], optional=True))  # fmt: skip
@@ -122,12 +128,18 @@ class PrepareTrainingDataAlgorithm(TerraMindAlgorithm):
 
     def plan(self, parameters: dict, context: QgsProcessingContext) -> RunPlan:
         inputs = []
+        subsets = parse_bands(self.parameterAsString(parameters, self.BAND_NAMES, context))
         for modality, key in self.INPUT_PARAMS.items():
             layer = self.parameterAsRasterLayer(parameters, key, context)
             if layer is None:
                 continue
             bands = p.read_band_mapping(self, parameters, self.BANDS_PARAMS[modality], context)
-            inputs.append(check_input(key, layer, MODALITIES[modality], bands, mapping_param=self.BANDS_PARAMS[modality]))
+            m = MODALITIES[modality]
+            names = subsets.get(modality)
+            reading = m if not names else replace(m, bands=names, band_labels=tuple(m.band_labels[m.bands.index(b)]
+                                                                                    for b in names))  # fmt: skip
+            item = check_input(key, layer, reading, bands, mapping_param=self.BANDS_PARAMS[modality])
+            inputs.append(replace(item, modality=m))
         if not inputs:
             raise ConfigError("give at least one input raster (INPUT_S2L2A, INPUT_S1RTC, ...); the first one's grid is "
                               "the dataset's grid", field="inputs")  # fmt: skip
@@ -172,7 +184,7 @@ class PrepareTrainingDataAlgorithm(TerraMindAlgorithm):
             None if stride in (None, "") else self.parameterAsInt(parameters, self.STRIDE, context),
             None if block in (None, "") else self.parameterAsInt(parameters, self.BLOCK_SIZE, context),
             fractions, self.parameterAsInt(parameters, p.SEED, context),
-            overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
+            bands=subsets, overwrite=self.parameterAsBoolean(parameters, self.OVERWRITE, context),
         )  # fmt: skip
         params.check([i.modality.name for i in inputs])
         folder = self.parameterAsString(parameters, self.OUTPUT, context)

@@ -184,6 +184,21 @@ def test_finetune_bad_inputs(chain, tmp_path) -> None:
     assert not os.path.exists(out)
 
 
+def test_finetune_refuses_a_dataset_written_for_other_bands(terramind_provider, example, tmp_path) -> None:
+    source = example("S2L2A")
+    processing.run("terramind:preparetrainingdata", {  # B02, B03, B04 of the layer as BLUE, GREEN, RED
+        "INPUT_S2L2A": source, "BANDS_S2L2A": [2, 3, 4], "BAND_NAMES": "S2L2A: BLUE, GREEN, RED",
+        "LABEL_RASTER": example("LULC"), "CLASSES": WATER_VS_REST, **CHIPS, "OUTPUT": str(tmp_path / "rgb")})  # fmt: skip
+    doc = json.loads((tmp_path / "rgb" / "dataset.json").read_text())
+    assert doc["modalities"]["S2L2A"]["bands"] == ["BLUE", "GREEN", "RED"]
+    _bad("terramind:finetunesegmentationmodel", {"DATASET": str(tmp_path / "rgb"), **TRAIN, "BANDS": "S2L2A: NIR_NARROW",
+                                                 "OUTPUT": str(tmp_path / "m")},
+         "^BANDS: the dataset was written for other bands of S2L2A: it holds BLUE, GREEN, RED, not NIR_NARROW")  # fmt: skip
+    _bad("terramind:preparetrainingdata", {"INPUT_S2L2A": source, "BAND_NAMES": "S2L2A: BLUE, GREEN, RED",
+                                           "LABEL_RASTER": example("LULC"), "OUTPUT": str(tmp_path / "x")},
+         "has 12 bands, but S2L2A needs 3")  # fmt: skip
+
+
 def test_cancel_mid_epoch_keeps_the_best_checkpoint(chain, recording_feedback, tmp_path) -> None:
     feedback = recording_feedback(cancel_at_progress=40)  # epoch 1 of 3 ends at 33 %: cancelled in epoch 2
     out = tmp_path / "m"

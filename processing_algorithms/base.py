@@ -45,7 +45,8 @@ from .parameters import SHARED_FIELDS
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "resources", "terramind.svg")
 HELP_URL = "https://github.com/terramind-qgis/terramind-qgis/blob/main/README.md"
 GROUPS = {"generation": "Generation", "segmentation": "Segmentation", "embeddings": "Embeddings",
-          "tokenizers": "Tokenizers", "environment": "Environment", "fleet": "Many scenes"}  # fmt: skip
+          "tokenizers": "Tokenizers", "environment": "Environment", "fleet": "Many scenes",
+          "finetuning": "Fine-tuning"}  # fmt: skip
 
 
 @dataclass(frozen=True)

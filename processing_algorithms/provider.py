@@ -12,9 +12,11 @@ from .cluster_embeddings import ClusterEmbeddingsAlgorithm
 from .download_models import DownloadModelsAlgorithm
 from .export_model_to_onnx import ExportModelToOnnxAlgorithm
 from .extract_embeddings import ExtractEmbeddingsAlgorithm
+from .finetune_segmentation_model import FinetuneSegmentationModelAlgorithm
 from .generate_modalities import GenerateModalitiesAlgorithm
 from .map_similarity import MapSimilarityAlgorithm
 from .map_water_zero_shot import MapWaterZeroShotAlgorithm
+from .prepare_training_data import PrepareTrainingDataAlgorithm
 from .reconstruct_with_tokenizer import ReconstructWithTokenizerAlgorithm
 from .run_on_many_scenes import RunOnManyScenesAlgorithm
 from .segment_with_finetuned_model import SegmentWithFinetunedModelAlgorithm
@@ -23,7 +25,8 @@ from .set_up_environment import SetUpEnvironmentAlgorithm
 ALGORITHMS = (ReconstructWithTokenizerAlgorithm, GenerateModalitiesAlgorithm, SegmentWithFinetunedModelAlgorithm,
               MapWaterZeroShotAlgorithm, SetUpEnvironmentAlgorithm, DownloadModelsAlgorithm, ExportModelToOnnxAlgorithm,
               RunOnManyScenesAlgorithm, ExtractEmbeddingsAlgorithm, MapSimilarityAlgorithm, ClusterEmbeddingsAlgorithm,
-              ClassifyFewShotAlgorithm, ApplyFewShotClassifierAlgorithm)
+              ClassifyFewShotAlgorithm, ApplyFewShotClassifierAlgorithm, PrepareTrainingDataAlgorithm,
+              FinetuneSegmentationModelAlgorithm)
 
 
 class TerraMindProvider(QgsProcessingProvider):

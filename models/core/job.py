@@ -9,7 +9,7 @@ Job (JSON object)::
 
     {"protocol": 1,
      "task": "reconstruct" | "generate" | "segment" | "map_water" | "describe" | "download" | "export_onnx"
-             | "embed" | "similarity" | "cluster" | "classify",
+             | "embed" | "similarity" | "cluster" | "classify" | "prepare_training_data" | "finetune",
      "inputs":  {"<MODALITY or role>": {"path": "...", "bands": [1, 2, ...] | null,
                                         "nodata": <number> | null, "file_nodata": true,
                                         "name": "layer name",
@@ -66,6 +66,24 @@ raster's self-description: models/core/embeddings.py):
   optional ``outputs.probabilities`` and, when training, ``outputs.classifier`` (.json); result
   ``metrics``: ``cv_accuracy``, ``confusion_matrix``, ``classes``.
 
+Fine-tuning tasks (added in protocol 1, additively; parameters: models/core/training_params.py):
+
+- ``prepare_training_data``: ``inputs`` = one raster per modality (the first one's grid, cut to
+  ``extent``, is the dataset's); ``params.labels`` (features with a class, models/core/features.py, in
+  the first input's CRS) or ``params.label_raster`` (``{"path", "band", "nodata", "name"}``), and
+  ``classes``, ``buffer``, ``chip_size``, ``stride``, ``block_size``, ``fractions``, ``seed``,
+  ``bands``, ``overwrite``; ``outputs.dataset`` = a new folder (TerraTorch's
+  ``GenericMultiModalDataModule`` layout + ``dataset.json``, written as ``<folder>.partial-<pid>`` and
+  renamed); result ``metrics``: ``classes``, ``chips`` and ``class_pixels`` per split
+  (models/worker/tasks/prepare_training_data.py).
+- ``finetune``: no ``inputs``; ``model.id`` = the backbone (``terramind_v1_<size>[_tim]``; weights as
+  for every task, or ``untrained``); ``params.dataset`` (a folder of ``prepare_training_data``) and
+  ``name``, ``modalities``, ``bands``, ``loss``, ``class_weights``, ``lr``, ``epochs``, ``batch_size``,
+  ``patience``, ``backbone``, ``augment``, ``statistics``, ``seed``, ``resume``; ``outputs.model`` =
+  the folder that receives ``<name>.ckpt`` (Lightning), ``<name>.yaml`` (TerraTorch), the model card
+  ``<name>.json``, ``metrics.csv``, ``training_curve.png`` and the test evaluation; result ``outputs``
+  names each file, ``metrics``: best epoch, val and test metrics (models/worker/tasks/finetune.py).
+
 Events (one JSON object per line, key ``event``):
 
 - ``{"event": "progress", "percent": 0-100}``
@@ -92,7 +110,7 @@ from .errors import ConfigError
 
 PROTOCOL_VERSION = 1
 TASKS = ("reconstruct", "generate", "segment", "map_water", "describe", "download", "export_onnx", "embed", "similarity",
-         "cluster", "classify")
+         "cluster", "classify", "prepare_training_data", "finetune")
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("fp32", "bf16", "fp16")
 

@@ -19,8 +19,10 @@ from . import (
     download,
     embed,
     export_onnx,
+    finetune,
     generate,
     map_water,
+    prepare_training_data,
     reconstruct,
     segment,
     similarity,
@@ -44,4 +46,6 @@ TASKS: dict[str, TaskEntry] = {
     "similarity": TaskEntry(similarity.validate, similarity.run),
     "cluster": TaskEntry(cluster.validate, cluster.run),
     "classify": TaskEntry(classify.validate, classify.run),
+    "prepare_training_data": TaskEntry(prepare_training_data.validate, prepare_training_data.run),
+    "finetune": TaskEntry(finetune.validate, finetune.run),
 }

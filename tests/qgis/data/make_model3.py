@@ -3,7 +3,9 @@
 - reconstruct_chain.model3: native fill-nodata -> TerraMind reconstruction -> native statistics
   (tests/qgis/test_model3.py);
 - embeddings_chain.model3: Extract embeddings -> Map similarity, Cluster embeddings and Few-shot
-  classify, all three reading the one embedding raster (tests/qgis/test_embeddings_model3.py).
+  classify, all three reading the one embedding raster (tests/qgis/test_embeddings_model3.py);
+- finetune_chain.model3: Prepare training data -> Fine-tune segmentation model -> Segment with fine-tuned
+  model (tests/qgis/test_finetune.py).
 
 Run once with the project venv (QT_QPA_PLATFORM=offscreen .venv/bin/python tests/qgis/data/make_model3.py).
 """
@@ -71,6 +73,36 @@ def embeddings_chain() -> str:
     return path
 
 
+def finetune_chain() -> str:
+    """Labels (a class raster) in, a fine-tuned model out, that model mapped over the input."""
+    model = QgsProcessingModelAlgorithm("finetune_chain", "terramind_tests")
+    for name, description in (("s2", "Sentinel-2 L2A"), ("labels", "Class raster")):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, description), QgsProcessingModelParameter(name))
+    v = QgsProcessingModelChildParameterSource.fromStaticValue
+    s2 = QgsProcessingModelChildParameterSource.fromModelParameter("s2")
+    prepare = child("terramind:preparetrainingdata", "prepare", 100, {
+        "INPUT_S2L2A": s2, "LABEL_RASTER": QgsProcessingModelChildParameterSource.fromModelParameter("labels"),
+        "CLASSES": v("*: Others #D9D9D9\n1: Water #1F77B4"), "CHIP_SIZE": v(64), "STRIDE": v(32), "BLOCK_SIZE": v(64),
+        "TRAIN_FRACTION": v(0.6), "VAL_FRACTION": v(0.2), "TEST_FRACTION": v(0.2), "SEED": v(1),
+        "OUTPUT": v("TEMPORARY_OUTPUT")})
+    finetune = child("terramind:finetunesegmentationmodel", "finetune", 300, {
+        "DATASET": QgsProcessingModelChildParameterSource.fromChildOutput("prepare", "OUTPUT"),
+        "MODEL": v("terramind_v1_tiny"), "UNTRAINED": v(True), "MODEL_NAME": v("water"), "LOSS": v("dice"),
+        "CLASS_WEIGHTS": v("none"), "LEARNING_RATE": v(0.001), "EPOCHS": v(1), "BATCH_SIZE": v(4), "PATIENCE": v(0),
+        "BACKBONE": v("auto"), "AUGMENT": v(False), "SEED": v(42), "DEVICE": v("cpu"), "PRECISION": v("fp32"),
+        "OUTPUT": v("TEMPORARY_OUTPUT")})
+    segment = child("terramind:segmentwithfinetunedmodel", "segment", 500, {
+        "MODEL_FILE": QgsProcessingModelChildParameterSource.fromChildOutput("finetune", "OUTPUT_CHECKPOINT"),
+        "CONFIG": QgsProcessingModelChildParameterSource.fromChildOutput("finetune", "OUTPUT_CONFIG"),
+        "INPUT_S2L2A": s2, "SEED": v(0), "TILE_SIZE": v(64), "OVERLAP": v(16), "BATCH_SIZE": v(4), "DEVICE": v("cpu"),
+        "PRECISION": v("fp32")}, {"classes": ("OUTPUT", "Classes")})
+    for c in (prepare, finetune, segment):
+        model.addChildAlgorithm(c)
+    path = os.path.join(HERE, "finetune_chain.model3")
+    assert model.toFile(path), path
+    return path
+
+
 def main() -> None:
     app = QgsApplication([], False)
     app.initQgis()
@@ -79,6 +111,7 @@ def main() -> None:
 
     Processing.initialize()
     print("wrote", embeddings_chain())
+    print("wrote", finetune_chain())
     model = QgsProcessingModelAlgorithm("reconstruct_chain", "terramind_tests")
     model.addModelParameter(QgsProcessingParameterRasterLayer("dem", "DEM raster"), QgsProcessingModelParameter("dem"))
     v = QgsProcessingModelChildParameterSource.fromStaticValue

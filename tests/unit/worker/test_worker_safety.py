@@ -1,0 +1,131 @@
+"""The worker as the safety boundary (real subprocesses, the command line scripts and fleets call).
+
+Every output rule of ``models/core/outputs.py`` is enforced by the worker itself, for every task that
+writes files, before any model is loaded: an output equal to, a symbolic link to or a hard link of an
+input; two outputs on one file; a missing or unwritable folder. Each refusal is exit 2, one stderr line
+naming the job field, one ``error`` event and nothing else (no model loaded, no device reported), no
+file written and the input byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from worker_fixtures import CATALOGUE, S2, reconstruct_job, run_worker, write_job
+
+from terramind_qgis.models.core.job import EXIT_BAD_JOB
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def refused_before_loading(job: dict, tmp: Path, field: str, pattern: str) -> None:
+    """Exit 2, one line ``<field>: ...pattern...``, only an error event, inputs unchanged, no new file."""
+    inputs = [d["path"] for d in job["inputs"].values()]
+    before = {p: digest(p) for p in inputs}
+    listing = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.name != "job.json")
+    code, events, stderr = run_worker(write_job(tmp, job))
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == EXIT_BAD_JOB, stderr
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith(f"terramind worker: {field}: ") and pattern in lines[0], lines[0]
+    assert [e["event"] for e in events] == ["error"], "nothing ran (no device, no model) before the refusal"
+    assert events[0]["field"] == field and pattern in events[0]["message"]
+    assert {p: digest(p) for p in inputs} == before, "the input is byte-identical"
+    assert sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.name != "job.json") == listing, "no file left"
+
+
+@pytest.fixture
+def own_input(tmp_path) -> str:
+    """A copy of the example Sentinel-2 patch the test may (wrongly) ask to overwrite."""
+    path = tmp_path / "in" / "s2.tif"
+    path.parent.mkdir()
+    shutil.copy(S2, path)
+    return str(path)
+
+
+def test_output_equal_to_the_input_is_refused(tmp_path, own_input):
+    job = reconstruct_job(tmp_path, path=own_input)
+    job["outputs"]["reconstruction"] = own_input
+    refused_before_loading(job, tmp_path, "outputs.reconstruction", "is the file of input layer 'my layer'")
+
+
+def test_output_spelled_differently_or_linked_to_the_input_is_refused(tmp_path, own_input):
+    other = tmp_path / "in" / ".." / "in" / "s2.tif"  # same file, other spelling
+    job = reconstruct_job(tmp_path, path=own_input)
+    job["outputs"]["difference"] = str(other)
+    refused_before_loading(job, tmp_path, "outputs.difference", "writing there would destroy the input")
+    link = tmp_path / "out" / "symlink.tif"
+    link.symlink_to(own_input)
+    job["outputs"]["difference"] = str(link)
+    refused_before_loading(job, tmp_path, "outputs.difference", "is the file of input layer 'my layer'")
+    hard = tmp_path / "out" / "hardlink.tif"
+    os.link(own_input, hard)
+    job["outputs"]["difference"] = str(hard)
+    refused_before_loading(job, tmp_path, "outputs.difference", "is the file of input layer 'my layer'")
+
+
+def test_an_input_given_as_a_link_to_the_output_is_refused(tmp_path, own_input):
+    """The other way round: the input is a hard link of a file named as the output."""
+    job = reconstruct_job(tmp_path)
+    linked = tmp_path / "in" / "linked.tif"
+    os.link(own_input, linked)
+    job["inputs"]["S2L2A"]["path"] = str(linked)
+    job["outputs"]["reconstruction"] = own_input
+    refused_before_loading(job, tmp_path, "outputs.reconstruction", "is the file of input layer 'my layer'")
+
+
+def test_two_outputs_on_one_file_are_refused(tmp_path):
+    job = reconstruct_job(tmp_path)
+    job["outputs"]["difference"] = job["outputs"]["reconstruction"]
+    refused_before_loading(job, tmp_path, "outputs.difference", "is also the file of outputs.reconstruction")
+
+
+def test_missing_and_unwritable_folders_are_refused(tmp_path):
+    job = reconstruct_job(tmp_path)
+    job["outputs"]["reconstruction"] = str(tmp_path / "nowhere" / "rec.tif")
+    refused_before_loading(job, tmp_path, "outputs.reconstruction", f"the folder '{tmp_path / 'nowhere'}' does not exist")
+    job["outputs"]["reconstruction"] = "/proc/rec.tif"  # exists, and not even root can create files there
+    refused_before_loading(job, tmp_path, "outputs.reconstruction", "cannot write in the folder '/proc'")
+
+
+TINY = {"id": "test_terramind_tiny", "untrained": True, "catalogue_paths": [str(CATALOGUE)]}
+
+
+def _task_job(task: str, inp: str, out_dir: Path) -> tuple[dict, str]:
+    """A valid job of ``task`` reading ``inp``; returns it and the output key to aim at the input."""
+    tiling = {"tile_size": 224, "overlap": 32, "batch_size": 1}
+    if task == "generate":
+        return {"protocol": 1, "task": task, "inputs": {"S2L2A": {"path": inp, "name": "my layer"}},
+                "outputs": {"DEM": str(out_dir / "dem.tif")}, "model": TINY,
+                "params": {"outputs": ["DEM"], "timesteps": 1}, "tiling": tiling, "device": "cpu"}, "DEM"  # fmt: skip
+    if task == "map_water":
+        return {"protocol": 1, "task": task, "inputs": {"S2L2A": {"path": inp, "name": "my layer"}},
+                "outputs": {"water": str(out_dir / "w.tif")}, "model": TINY, "tiling": tiling, "device": "cpu"}, "water"
+    if task == "embed":
+        return {"protocol": 1, "task": task, "inputs": {"S2L2A": {"path": inp, "name": "my layer"}},
+                "outputs": {"embeddings": str(out_dir / "e.tif")}, "model": TINY,
+                "tiling": {"tile_size": 128, "overlap": 32, "batch_size": 1}, "device": "cpu"}, "embeddings"  # fmt: skip
+    key = {"similarity": "similarity", "cluster": "clusters", "classify": "classes"}[task]
+    point = {"type": "Point", "coordinates": [0.0, 0.0]}
+    params = {"similarity": {"references": {"crs": "EPSG:4326", "features": [{"id": 1, "geometry": point}]}},
+              "cluster": {"clusters": 3},
+              "classify": {"folds": 2, "labels": {"crs": "EPSG:4326", "features": [{"id": 1, "class": "a", "geometry": point},
+                                                                      {"id": 2, "class": "b", "geometry": point}]}},
+              }[task]  # fmt: skip
+    return {"protocol": 1, "task": task, "inputs": {"EMBEDDINGS": {"path": inp, "name": "my layer"}},
+            "outputs": {key: str(out_dir / "o.tif")}, "model": {"id": "embeddings"}, "params": params,
+            "device": "cpu"}, key  # fmt: skip
+
+
+@pytest.mark.parametrize("task", ["generate", "map_water", "embed", "similarity", "cluster", "classify"])
+def test_every_task_refuses_to_write_over_its_input(tmp_path, own_input, task):
+    (tmp_path / "out").mkdir()
+    job, key = _task_job(task, own_input, tmp_path / "out")
+    job["outputs"][key] = own_input
+    refused_before_loading(job, tmp_path, f"outputs.{key}", "is the file of input layer 'my layer'")

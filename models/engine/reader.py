@@ -24,11 +24,43 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.errors import InputRasterError
+from ..core.errors import InputRasterError, RasterReadError
 from ..core.job import InputSpec
 from ..core.modalities import Modality
+from ..core.sources import missing_sources_message, missing_vrt_sources
 from .grid import WorkingGrid
 from .values import check_class_values
+
+
+def read_window(src: object, window: tuple[tuple[int, int], tuple[int, int]], what: str, *,
+                indexes: list[int] | None = None, mask: bool = False, **kwargs: object) -> np.ndarray:
+    """``src.read(indexes, window=window, **kwargs)`` (``mask``: ``src.dataset_mask(window=window)``),
+    the one way the worker reads pixels: a GDAL/rasterio failure (truncated or damaged file, a VRT
+    source gone) becomes a ``RasterReadError`` naming ``what`` (the layer), the file and the window."""
+    import rasterio
+    from rasterio._err import CPLE_BaseError
+
+    try:
+        if mask:
+            return src.dataset_mask(window=window)  # type: ignore[attr-defined]
+        return src.read(indexes, window=window, **kwargs)  # type: ignore[attr-defined]
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as e:
+        (r0, r1), (c0, c1) = window
+        path = getattr(getattr(src, "src_dataset", None), "name", None) or getattr(src, "name", "?")
+        raise RasterReadError(f"{what}: cannot read '{path}' (rows {r0}-{r1 - 1}, columns {c0}-{c1 - 1}): "
+                              f"{_gdal_reason(e)}; the file may be truncated or damaged") from None  # fmt: skip
+
+
+def _gdal_reason(error: BaseException) -> str:
+    """GDAL's own words for a failed read: the innermost message rasterio chained ("Read failed. See
+    previous exception" says nothing)."""
+    reasons, seen = [], error
+    while seen is not None and len(reasons) < 8:
+        text = str(seen).strip()
+        if text and "See previous exception" not in text and text not in reasons:
+            reasons.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return reasons[-1] if reasons else type(error).__name__
 
 
 def _representable(value: float, dtype: np.dtype) -> bool:
@@ -70,6 +102,9 @@ class InputRaster:
         from rasterio.vrt import WarpedVRT
 
         self.name = self.spec.name or self.key
+        missing = missing_vrt_sources(self.spec.path)
+        if missing:
+            raise InputRasterError(missing_sources_message(f"layer '{self.name}'", self.spec.path, missing))
         try:
             self._src = rasterio.open(self.spec.path)
         except (rasterio.errors.RasterioIOError, OSError) as e:
@@ -156,7 +191,8 @@ class InputRaster:
         """
         if self._vrt is not None:
             idx = [*self.bands, self._vrt.count]  # the alpha band is last
-            raw = self._vrt.read(idx, window=((row, row + height), (col, col + width)))  # (C+1, h, w)
+            raw = read_window(self._vrt, ((row, row + height), (col, col + width)), f"layer '{self.name}'",
+                              indexes=idx)  # (C+1, h, w)
             covered = raw[-1] > 0
             raw = raw[:-1]
         else:
@@ -182,9 +218,10 @@ class InputRaster:
         if rr1 > rr0 and cc1 > cc0:
             win = ((rr0, rr1), (cc0, cc1))
             sub = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
-            out[(slice(None), *sub)] = src.read(list(self.bands), window=win, out_dtype=dtype)
+            what = f"layer '{self.name}'"
+            out[(slice(None), *sub)] = read_window(src, win, what, indexes=list(self.bands), out_dtype=dtype)
             if any(f.name in ("per_dataset", "alpha") for f in src.mask_flag_enums[self.bands[0] - 1]):
-                valid[sub] = src.dataset_mask(window=win) > 0
+                valid[sub] = read_window(src, win, what, mask=True) > 0
             else:
                 valid[sub] = True
         return out, valid

@@ -31,6 +31,7 @@ from ...core.features import Feature, FeatureSet
 from ...core.job import Job
 from ...core.progress import Progress, ScaledProgress, check_cancelled
 from ...engine import WorkingGrid
+from ...engine.reader import read_window
 from ...runtime.info import RuntimeInfo
 from .context import RunContext
 from .outputs import OutputSet
@@ -97,7 +98,7 @@ class EmbeddingRaster:
 
     def read(self, row: int, col: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """(data ``(D, h, w)`` float32 with invalid = 0, valid ``(h, w)``)."""
-        data = self._src.read(window=((row, row + h), (col, col + w)), out_dtype=np.float32)  # (D, h, w)
+        data = read_window(self._src, ((row, row + h), (col, col + w)), self.what, out_dtype=np.float32)  # (D, h, w)
         valid = np.isfinite(data).all(axis=0)
         if self.nodata is not None and not np.isnan(self.nodata):
             valid &= (data != np.float32(self.nodata)).all(axis=0)

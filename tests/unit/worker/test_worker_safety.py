@@ -129,3 +129,96 @@ def test_every_task_refuses_to_write_over_its_input(tmp_path, own_input, task):
     job, key = _task_job(task, own_input, tmp_path / "out")
     job["outputs"][key] = own_input
     refused_before_loading(job, tmp_path, f"outputs.{key}", "is the file of input layer 'my layer'")
+
+
+# ----------------------------------------------------------------------------- reads that fail
+def _truncated_s2(folder: Path) -> str:
+    """The example patch as a tiled GeoTIFF cut in half: it opens, its lower blocks cannot be read."""
+    import rasterio
+
+    with rasterio.open(S2) as src:
+        profile, data = src.profile, src.read()
+    whole = folder / "whole.tif"
+    profile.update(tiled=True, blockxsize=64, blockysize=64, compress="none")
+    with rasterio.open(whole, "w", **profile) as dst:
+        dst.write(data)
+    cut = folder / "truncated.tif"
+    raw = whole.read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    whole.unlink()
+    return str(cut)
+
+
+def _one_line(code: int, events: list[dict], stderr: str, expected: int) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == expected, stderr
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert events[-1]["event"] == "error" and events[-1]["message"] in lines[0]
+    return lines[0]
+
+
+def test_a_truncated_geotiff_is_one_line_naming_the_file_and_window_and_leaves_no_file(tmp_path):
+    (tmp_path / "in").mkdir()
+    cut = _truncated_s2(tmp_path / "in")
+    before = digest(cut)
+    job = reconstruct_job(tmp_path, path=cut, tile=64, overlap=0)
+    line = _one_line(*run_worker(write_job(tmp_path, job)), 1)
+    assert f"layer 'my layer': cannot read '{cut}' (rows " in line and "columns " in line, line
+    assert "TIFFRead" in line or "IReadBlock" in line, "GDAL's own reason, not 'see previous exception'"
+    assert digest(cut) == before and os.listdir(tmp_path / "out") == [], "no output, not even a partial one"
+
+
+def _vrt_with_a_missing_source(folder: Path) -> tuple[str, str]:
+    """A VRT mosaic of the example patch and a shifted copy; the copy is then deleted."""
+    import rasterio
+    from osgeo import gdal
+
+    left, right = folder / "left.tif", folder / "right.tif"
+    shutil.copy(S2, left)
+    with rasterio.open(S2) as src:
+        profile, data, t = src.profile, src.read(), src.transform
+    profile.update(transform=rasterio.Affine(t.a, t.b, t.c + 224 * t.a, t.d, t.e, t.f))
+    with rasterio.open(right, "w", **profile) as dst:
+        dst.write(data)
+    vrt = folder / "mosaic.vrt"
+    gdal.BuildVRT(str(vrt), [str(left), str(right)]).FlushCache()
+    right.unlink()
+    return str(vrt), str(right)
+
+
+def test_a_vrt_whose_source_is_missing_is_refused_naming_it(tmp_path):
+    (tmp_path / "in").mkdir()
+    vrt, gone = _vrt_with_a_missing_source(tmp_path / "in")
+    before = digest(vrt)
+    job = reconstruct_job(tmp_path, path=vrt)
+    code, events, stderr = run_worker(write_job(tmp_path, job))
+    line = _one_line(code, events, stderr, EXIT_BAD_JOB)
+    assert f"layer 'my layer': the VRT '{vrt}' refers to 1 source file(s) that do not exist ('{gone}')" in line
+    assert [e["event"] for e in events] == ["error"], "refused before any model is loaded"
+    assert digest(vrt) == before and os.listdir(tmp_path / "out") == []
+
+
+def test_every_read_goes_through_one_guarded_function(tmp_path):
+    """A read error anywhere in the reader (direct, warped, mask, embedding raster) is a RasterReadError:
+    the reader and the embedding source call ``read_window`` and nothing else reads pixels."""
+    import re
+
+    from worker_fixtures import REPO
+
+    from terramind_qgis.models.core.errors import RasterReadError
+    from terramind_qgis.models.engine.reader import read_window
+
+    readers = set()
+    for path in (REPO / "models").rglob("*.py"):
+        if "training" in path.parts:  # the training data set reads whole chips of its own files
+            continue
+        text = path.read_text(encoding="utf-8")
+        calls = re.finditer(r"\b\w+\.(read|dataset_mask|read_masks)\([^)]*window", text)
+        readers |= {f"{path.name}: {m.group(0)}" for m in calls}
+    assert readers == {"reader.py: src.dataset_mask(window=window", "reader.py: src.read(indexes, window=window"}, readers
+    import rasterio
+
+    (tmp_path / "in").mkdir()
+    cut = _truncated_s2(tmp_path / "in")
+    with rasterio.open(cut) as src, pytest.raises(RasterReadError, match=r"layer 'x': cannot read .*rows 192-223"):
+        read_window(src, ((192, 224), (0, 224)), "layer 'x'", indexes=[1])

@@ -1,8 +1,9 @@
 """Input layers: checks before a run, and the file the worker reads for each layer.
 
 ``check_input`` raises ``InputRasterError`` naming the layer and its parameter for: an invalid
-layer, no CRS, an empty extent, a band count that does not match the modality (after the band
-mapping), band numbers out of range, and data types the models cannot read (complex).
+layer, a VRT whose local source files are missing (never exported as if they were data), no CRS,
+an empty extent, a band count that does not match the modality (after the band mapping), band
+numbers out of range, and data types the models cannot read (complex).
 
 Rendered colour layers (WMS and XYZ tiles: one ARGB band) are red, green and blue for the models,
 so they serve as S2RGB only; they are exported as RGBA GeoTIFFs whose alpha marks nodata.
@@ -37,6 +38,7 @@ from qgis.PyQt.QtCore import Qt
 
 from ..models.core.errors import CancelledError, InputRasterError
 from ..models.core.modalities import Modality
+from ..models.core.sources import missing_sources_message, missing_vrt_sources
 
 READABLE_TYPES = {
     Qgis.DataType.Byte, Qgis.DataType.UInt16, Qgis.DataType.Int16, Qgis.DataType.UInt32,
@@ -89,6 +91,10 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
         raise InputRasterError(f"{label} is not a valid raster layer (source '{layer.source()}')")
     if not layer.crs().isValid():
         raise InputRasterError(f"{label} has no coordinate reference system; assign one in the layer properties")
+    path = source_path(layer)
+    missing = missing_vrt_sources(path) if path else []
+    if missing:  # QGIS would export the missing part as ordinary pixel values
+        raise InputRasterError(missing_sources_message(label, path, missing))
     provider = layer.dataProvider()
     gridded = bool(provider.capabilities() & QgsRasterDataProvider.Capability.Size)  # web services have no grid
     if layer.extent().isEmpty() or (gridded and (layer.width() == 0 or layer.height() == 0)):

@@ -177,3 +177,33 @@ def test_a_worker_error_becomes_one_processing_exception(terramind_provider, tmp
     assert message.startswith("layer 'classes': ") and "class values must be 0..9, found 42..42" in message
     assert "\n" not in message and "Traceback" not in message
     assert sorted(os.listdir(tmp_path)) == ["classes.tif"]  # no output, no partial file, no sidecar
+
+
+def test_a_vrt_with_a_missing_source_is_refused_not_exported_as_data(terramind_provider, example, tmp_path):
+    """GDAL opens the VRT and QGIS would export the missing half as ordinary pixels: refused, naming
+    the layer, its parameter and the missing file; nothing is written."""
+    import shutil
+
+    left, right = tmp_path / "left.tif", tmp_path / "right.tif"
+    shutil.copy(example("S2L2A"), left)
+    ds = gdal.Translate(str(right), str(left))
+    gt = list(ds.GetGeoTransform())
+    gt[0] += 224 * gt[1]
+    ds.SetGeoTransform(gt)
+    ds = None
+    gdal.BuildVRT(str(tmp_path / "mosaic.vrt"), [str(left), str(right)]).FlushCache()
+    os.remove(right)
+    msg = _fails(RECONSTRUCT, {**_rec(str(tmp_path / "mosaic.vrt"), tmp_path), "MODEL": "test_tokenizer_s2l2a"},
+                 r"layer 'mosaic' \(INPUT\): the VRT '.*mosaic\.vrt' refers to 1 source file\(s\) that do not exist")
+    assert str(right) in msg and not os.path.exists(tmp_path / "rec.tif")
+
+
+def test_a_truncated_geotiff_stops_the_run_naming_the_file_and_leaves_no_output(terramind_provider, example, tmp_path):
+    whole, cut = tmp_path / "whole.tif", tmp_path / "truncated.tif"
+    gdal.Translate(str(whole), example("S2L2A"), creationOptions=["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"])
+    raw = whole.read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    msg = _fails(RECONSTRUCT, {**_rec(str(cut), tmp_path), "MODEL": "test_tokenizer_s2l2a", "TIMESTEPS": 1},
+                 r"layer 'truncated' \(INPUT\)|layer 'truncated'")
+    assert f"cannot read '{cut}' (rows " in msg and "Traceback" not in msg, msg
+    assert not os.path.exists(tmp_path / "rec.tif") and not [f for f in os.listdir(tmp_path) if "partial" in f]

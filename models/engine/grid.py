@@ -36,6 +36,7 @@ class WorkingGrid:
     width: int
     height: int
     note: str = ""  # human explanation when the grid is not the first input's own grid
+    source: str = ""  # what the grid covers, for messages: "layer 'x'", "layer 'x' within the extent"
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -83,7 +84,8 @@ def crop_grid(grid: WorkingGrid, extent: tuple[float, float, float, float], what
         raise InputRasterError(
             f"the extent {list(extent)} does not overlap {what} (bounds {[round(v, 3) for v in grid.bounds]})"
         )
-    return WorkingGrid(grid.crs, grid.window_transform(r0, c0), c1 - c0, r1 - r0, grid.note)
+    source = f"{grid.source} within the extent" if grid.source else ""
+    return WorkingGrid(grid.crs, grid.window_transform(r0, c0), c1 - c0, r1 - r0, grid.note, source)
 
 
 def _is_10m(res: float) -> bool:
@@ -122,12 +124,13 @@ def build_working_grid(
             f"layer '{layer}' is in a geographic CRS ({crs.to_string()}); the work and the outputs use "
             f"a 10 m grid in {utm.to_string()} (UTM zone of the area's centre)"
         )
-        return WorkingGrid(utm, Affine(r, 0.0, x0, 0.0, -r, y0), max(w, 1), max(h, 1), note)
+        source = what + (" within the extent" if extent is not None else "")
+        return WorkingGrid(utm, Affine(r, 0.0, x0, 0.0, -r, y0), max(w, 1), max(h, 1), note, source)
 
     unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
     res_x, res_y = t.a * unit, -t.e * unit
     if _is_10m(res_x) and _is_10m(res_y):
-        grid = WorkingGrid(crs, t, width, height)
+        grid = WorkingGrid(crs, t, width, height, source=what)
     else:
         px = TARGET_RESOLUTION_M / unit
         w = math.ceil(width * t.a / px - 1e-9)
@@ -136,7 +139,7 @@ def build_working_grid(
             f"layer '{layer}' has {res_x:g} x {res_y:g} m pixels; it is resampled to the 10 m grid "
             "TerraMind was trained on, and the outputs use that grid"
         )
-        grid = WorkingGrid(crs, Affine(px, 0.0, t.c, 0.0, -px, t.f), w, h, note)
+        grid = WorkingGrid(crs, Affine(px, 0.0, t.c, 0.0, -px, t.f), w, h, note, what)
     return crop_grid(grid, extent, what) if extent is not None else grid
 
 

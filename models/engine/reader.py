@@ -32,6 +32,41 @@ from .grid import WorkingGrid
 from .values import check_class_values
 
 
+def open_raster(path: str, what: str) -> object:
+    """``rasterio.open(path)``, the one way the worker opens an input: a VRT with missing local sources,
+    a file GDAL cannot open, and a container of several rasters (GeoPackage tables, NetCDF/HDF
+    variables: listed, with how to pick one) are ``InputRasterError``s naming ``what`` (the layer)."""
+    import warnings
+
+    import rasterio
+
+    missing = missing_vrt_sources(path)
+    if missing:
+        raise InputRasterError(missing_sources_message(what, path, missing))
+    try:
+        with warnings.catch_warnings(record=True) as said:  # held back: a container's would mislead
+            warnings.simplefilter("always")
+            src = rasterio.open(path)
+    except (rasterio.errors.RasterioIOError, OSError) as e:
+        raise InputRasterError(f"{what}: cannot open '{path}': {e}") from None
+    if src.count == 0:
+        subdatasets = list(src.subdatasets)
+        src.close()
+        if subdatasets:
+            shown = ", ".join(f"'{d}'" for d in subdatasets[:10]) + (f" and {len(subdatasets) - 10} more"
+                                                                     if len(subdatasets) > 10 else "")  # fmt: skip
+            raise InputRasterError(f"{what}: '{path}' holds {len(subdatasets)} rasters ({shown}); give one of them "
+                                   "as the path, written as listed here (in QGIS: add the one you want as a layer)")  # fmt: skip
+        raise InputRasterError(f"{what}: '{path}' has no raster bands")
+    for w in said:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if src.transform.is_identity and src.crs is None and not src.gcps[0]:
+        src.close()
+        raise InputRasterError(f"{what}: '{path}' has no georeferencing (no geotransform and no coordinate reference "
+                               "system); georeference it first")  # fmt: skip
+    return src
+
+
 def read_window(src: object, window: tuple[tuple[int, int], tuple[int, int]], what: str, *,
                 indexes: list[int] | None = None, mask: bool = False, **kwargs: object) -> np.ndarray:
     """``src.read(indexes, window=window, **kwargs)`` (``mask``: ``src.dataset_mask(window=window)``),
@@ -61,6 +96,18 @@ def _gdal_reason(error: BaseException) -> str:
             reasons.append(text)
         seen = seen.__cause__ or seen.__context__
     return reasons[-1] if reasons else type(error).__name__
+
+
+def _bounds_in(crs: object, bounds: tuple[float, float, float, float], target: object) -> tuple[float, ...]:
+    """``bounds`` (in ``crs``) as bounds in ``target``; non-finite where they cannot be expressed there."""
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+    from rasterio.warp import transform_bounds
+
+    try:
+        return tuple(transform_bounds(crs, target, *bounds, densify_pts=21))
+    except (CPLE_BaseError, RasterioError, ValueError):
+        return (float("nan"),) * 4
 
 
 def _representable(value: float, dtype: np.dtype) -> bool:
@@ -97,19 +144,11 @@ class InputRaster:
     grid: WorkingGrid
 
     def __post_init__(self) -> None:
-        import rasterio
         from rasterio.enums import Resampling
         from rasterio.vrt import WarpedVRT
 
         self.name = self.spec.name or self.key
-        missing = missing_vrt_sources(self.spec.path)
-        if missing:
-            raise InputRasterError(missing_sources_message(f"layer '{self.name}'", self.spec.path, missing))
-        try:
-            self._src = rasterio.open(self.spec.path)
-        except (rasterio.errors.RasterioIOError, OSError) as e:
-            raise InputRasterError(f"layer '{self.name}': cannot open '{self.spec.path}': {e}") from None
-        src = self._src
+        self._src = src = open_raster(self.spec.path, f"layer '{self.name}'")
         self.bands = self._check_bands(src)
         for b in self.bands:
             if np.dtype(src.dtypes[b - 1]).kind == "c":
@@ -159,16 +198,22 @@ class InputRaster:
         return tuple(bands)
 
     def _check_overlap(self) -> None:
-        from rasterio.warp import transform_bounds
-
         src = self._src
-        left, bottom, right, top = transform_bounds(src.crs, self.grid.crs, *src.bounds, densify_pts=21)
+        left, bottom, right, top = _bounds_in(src.crs, src.bounds, self.grid.crs)
         gl, gb, gr, gt = self.grid.bounds
         if right <= gl or left >= gr or top <= gb or bottom >= gt:
+            crs, mine, area = self.grid.crs, (left, bottom, right, top), self.grid.bounds
+            if not all(map(np.isfinite, mine)):  # outside the grid CRS's domain: both in longitude/latitude
+                from rasterio.crs import CRS
+
+                crs = CRS.from_epsg(4326)
+                mine, area = _bounds_in(src.crs, src.bounds, crs), _bounds_in(self.grid.crs, self.grid.bounds, crs)
+            digits = 6 if crs.is_geographic else 1
+            other = self.grid.source or "the area being processed"
             raise InputRasterError(
-                f"layer '{self.name}' does not overlap the area being processed "
-                f"(its bounds {[round(v, 3) for v in (left, bottom, right, top)]} vs "
-                f"{[round(v, 3) for v in self.grid.bounds]} in {self.grid.crs.to_string()})"
+                f"layer '{self.name}' does not overlap {other}: layer '{self.name}' covers "
+                f"{[round(v, digits) for v in mine]}, {other} {[round(v, digits) for v in area]} "
+                f"(left, bottom, right, top in {crs.to_string()})"
             )
 
     @property

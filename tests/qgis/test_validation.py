@@ -5,6 +5,7 @@ layer or parameter and saying what is expected. A missing worker environment giv
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import processing
@@ -131,8 +132,12 @@ def test_generation_checks_each_input_layer(terramind_provider, example, tmp_pat
 
 
 def test_generation_inputs_must_overlap(terramind_provider, example, tmp_path):
-    _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), INPUT_S1RTC=example("S1RTC", "38D_378R_2_3")),
-           r"layer '38D_378R_2_3' \(INPUT_S1RTC\) does not overlap the area to process")
+    msg = _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), INPUT_S1RTC=example("S1RTC", "38D_378R_2_3")),
+                 r"layer '38D_378R_2_3' \(INPUT_S1RTC\) does not overlap the area to process")
+    # both layers named, both with finite bounds in one CRS
+    assert re.search(r"layer '38D_378R_2_3' \(INPUT_S1RTC\) covers \[-?\d+\.\d+, -?\d+\.\d+, -?\d+\.\d+, -?\d+\.\d+\], "
+                     r"the extent of layer '282D_485L_3_3' \(INPUT_S2L2A\) \[-?\d+\.\d+, .*\] "
+                     r"\(left, bottom, right, top in EPSG:4326\)", msg), msg
 
 
 def test_generation_model_must_be_able_to_generate(terramind_provider, example, tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from ...core.features import Feature, FeatureSet
 from ...core.job import Job
 from ...core.progress import Progress, ScaledProgress, check_cancelled
 from ...engine import WorkingGrid
-from ...engine.reader import read_window
+from ...engine.reader import open_raster, read_window
 from ...runtime.info import RuntimeInfo
 from .context import RunContext
 from .outputs import OutputSet
@@ -45,15 +45,10 @@ class EmbeddingRaster:
     """An embedding raster, open for windowed reading (see the module docstring)."""
 
     def __init__(self, path: str, name: str = "", nodata: float | None = None, field_name: str = FIELD) -> None:
-        import rasterio
 
         self.path, self.field = path, field_name
         self.what = f"layer '{name or os.path.basename(path)}'"
-        try:
-            self._src = rasterio.open(path)
-        except (rasterio.errors.RasterioIOError, OSError) as e:
-            raise InputRasterError(f"{self.what}: cannot open '{path}': {e}") from None
-        src = self._src
+        self._src = src = open_raster(path, self.what)
         try:
             tags = src.tags()
             self.info = EmbeddingInfo.from_tags(tags, self.what, field_name)

@@ -222,3 +222,95 @@ def test_every_read_goes_through_one_guarded_function(tmp_path):
     cut = _truncated_s2(tmp_path / "in")
     with rasterio.open(cut) as src, pytest.raises(RasterReadError, match=r"layer 'x': cannot read .*rows 192-223"):
         read_window(src, ((192, 224), (0, 224)), "layer 'x'", indexes=[1])
+
+
+# ----------------------------------------------------------------------------- one-line errors, always
+def test_library_warnings_are_warning_events_never_stray_lines(tmp_path):
+    """A raster without georeferencing: rasterio's NotGeoreferencedWarning is a warning event, and
+    stderr holds the one-line error alone."""
+    import rasterio
+
+    with rasterio.open(S2) as src:
+        profile, data = src.profile, src.read()
+    for key in ("crs", "transform"):
+        profile.pop(key)
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "plain.tif"
+    with pytest.warns(rasterio.errors.NotGeoreferencedWarning), rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    code, events, stderr = run_worker(write_job(tmp_path, reconstruct_job(tmp_path, path=str(path))))
+    line = _one_line(code, events, stderr, EXIT_BAD_JOB)
+    assert f"layer 'my layer': '{path}' has no georeferencing" in line
+    assert [e["event"] for e in events] == ["warning", "error"]
+    assert events[0]["message"].startswith("NotGeoreferencedWarning: Dataset has no geotransform")
+
+
+def test_warnings_and_log_records_of_libraries_become_events(tmp_path):
+    """``capture_library_warnings`` as the worker installs it: Python warnings and WARNING log records
+    (GDAL messages that rasterio logs) are events, each distinct text once; nothing reaches stderr."""
+    import json
+    import subprocess
+    import sys
+
+    from worker_fixtures import worker_env
+
+    script = (
+        "import logging, sys, warnings\n"
+        "from terramind_qgis.models.worker.events import EventStream, WorkerProgress, capture_library_warnings\n"
+        "capture_library_warnings(WorkerProgress(EventStream(sys.stdout)))\n"
+        "for _ in range(3):\n"
+        "    warnings.warn('a library says so', UserWarning)\n"
+        "logging.getLogger('rasterio._env').warning('CPLE_AppDefined in %s', 'f.tif')\n"
+        "logging.getLogger('rasterio._env').info('not for the user')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=worker_env(), timeout=60)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events == [{"event": "warning", "message": "UserWarning: a library says so"},
+                      {"event": "warning", "message": "rasterio._env: CPLE_AppDefined in f.tif"}]  # fmt: skip
+
+
+def test_layers_that_do_not_overlap_are_named_both_with_bounds_in_one_crs(tmp_path):
+    import rasterio
+    from worker_fixtures import EXAMPLES
+
+    s1 = EXAMPLES / "S1RTC" / "282D_485L_3_3.tif"
+    with rasterio.open(s1) as src:
+        profile, data = src.profile, src.read()
+    far = tmp_path / "far.tif"
+    profile.update(crs="EPSG:4326", transform=rasterio.Affine(1e-4, 0, -170.0, 0, -1e-4, -40.0))  # another CRS too
+    with rasterio.open(far, "w", **profile) as dst:
+        dst.write(data)
+    (tmp_path / "out").mkdir()
+    job, _ = _task_job("generate", S2, tmp_path / "out")
+    job["inputs"]["S1RTC"] = {"path": str(far), "name": "radar"}
+    code, events, stderr = run_worker(write_job(tmp_path, job))
+    line = _one_line(code, events, stderr, EXIT_BAD_JOB)
+    assert "layer 'radar' does not overlap layer 'my layer': layer 'radar' covers [" in line
+    assert ", layer 'my layer' [790236.0, 7195799.3, 792476.0, 7198039.3] (left, bottom, right, top in EPSG:32722)" in line
+    assert "inf" not in line and os.listdir(tmp_path / "out") == []
+
+
+def test_a_container_of_several_rasters_lists_them_and_one_picked_runs(tmp_path):
+    import numpy as np
+    from osgeo import gdal
+
+    gpkg = tmp_path / "in" / "two.gpkg"
+    gpkg.parent.mkdir()
+    for i, table in enumerate(("first", "second")):
+        options = [f"RASTER_TABLE={table}"] + (["APPEND_SUBDATASET=YES"] if i else [])
+        ds = gdal.GetDriverByName("GPKG").Create(str(gpkg), 64, 64, 1, gdal.GDT_Int16, options=options)  # elevations
+        ds.SetGeoTransform((500000, 10, 0, 4000000, 0, -10))
+        ds.SetProjection("EPSG:32633")
+        ds.GetRasterBand(1).WriteArray(np.full((64, 64), 100 * (i + 1), np.int16))
+        ds = None
+    job = reconstruct_job(tmp_path, path=str(gpkg), modality="DEM", model="test_tokenizer_dem", tile=64, overlap=0)
+    code, events, stderr = run_worker(write_job(tmp_path, job))
+    line = _one_line(code, events, stderr, EXIT_BAD_JOB)
+    assert (f"layer 'my layer': '{gpkg}' holds 2 rasters ('GPKG:{gpkg}:first', 'GPKG:{gpkg}:second'); "
+            "give one of them as the path") in line  # fmt: skip
+    assert [e["event"] for e in events] == ["error"], "no misleading 'no geotransform' warning for a container"
+    job["inputs"]["DEM"]["path"] = f"GPKG:{gpkg}:second"
+    code, events, stderr = run_worker(write_job(tmp_path, job))
+    assert code == 0, stderr
+    assert os.path.isfile(tmp_path / "out" / "rec.tif")

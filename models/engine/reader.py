@@ -28,7 +28,7 @@ from ..core.errors import InputRasterError, RasterReadError
 from ..core.job import InputSpec
 from ..core.modalities import Modality
 from ..core.sources import missing_sources_message, missing_vrt_sources
-from .grid import WorkingGrid
+from .grid import WorkingGrid, north_up, true_bounds
 from .values import check_class_values
 
 
@@ -120,18 +120,22 @@ def _representable(value: float, dtype: np.dtype) -> bool:
     return info.min <= value <= info.max
 
 
-def _aligned_offset(src: object, grid: WorkingGrid) -> tuple[int, int] | None:
-    """(row, col) of the grid's origin in ``src`` pixels, if ``src`` shares the grid's lattice."""
+def _aligned_offset(src: object, grid: WorkingGrid) -> tuple[int, int, bool] | None:
+    """(row, col, flipped) of the grid's origin in ``src`` pixels, if ``src`` shares the grid's lattice;
+    ``flipped``: ``src`` is stored bottom-up (rows counted from its north-up equivalent, read flipped)."""
     if src.crs != grid.crs:  # type: ignore[attr-defined]
         return None
     s, g = src.transform, grid.transform  # type: ignore[attr-defined]
+    flipped = s.e > 0 > g.e
+    if flipped:
+        s = north_up(s, src.height)  # type: ignore[attr-defined]
     if s.b or s.d or abs(s.a - g.a) > 1e-9 * abs(g.a) or abs(s.e - g.e) > 1e-9 * abs(g.e):
         return None
     col = (g.c - s.c) / s.a
     row = (g.f - s.f) / s.e
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
         return None
-    return round(row), round(col)
+    return round(row), round(col), flipped
 
 
 @dataclass
@@ -199,7 +203,7 @@ class InputRaster:
 
     def _check_overlap(self) -> None:
         src = self._src
-        left, bottom, right, top = _bounds_in(src.crs, src.bounds, self.grid.crs)
+        left, bottom, right, top = _bounds_in(src.crs, true_bounds(src), self.grid.crs)
         gl, gb, gr, gt = self.grid.bounds
         if right <= gl or left >= gr or top <= gb or bottom >= gt:
             crs, mine, area = self.grid.crs, (left, bottom, right, top), self.grid.bounds
@@ -207,7 +211,7 @@ class InputRaster:
                 from rasterio.crs import CRS
 
                 crs = CRS.from_epsg(4326)
-                mine, area = _bounds_in(src.crs, src.bounds, crs), _bounds_in(self.grid.crs, self.grid.bounds, crs)
+                mine, area = _bounds_in(src.crs, true_bounds(src), crs), _bounds_in(self.grid.crs, self.grid.bounds, crs)
             digits = 6 if crs.is_geographic else 1
             other = self.grid.source or "the area being processed"
             raise InputRasterError(
@@ -254,19 +258,21 @@ class InputRaster:
 
     def _read_direct(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         src = self._src
-        r0, c0 = row + self._offset[0], col + self._offset[1]  # type: ignore[index]
+        r0, c0, flipped = row + self._offset[0], col + self._offset[1], self._offset[2]  # type: ignore[index]
         rr0, cc0 = max(r0, 0), max(c0, 0)
         rr1, cc1 = min(r0 + height, src.height), min(c0 + width, src.width)
         dtype = np.dtype(src.dtypes[self.bands[0] - 1])
         out = np.zeros((len(self.bands), height, width), dtype=dtype)  # (C, h, w)
         valid = np.zeros((height, width), dtype=bool)
         if rr1 > rr0 and cc1 > cc0:
-            win = ((rr0, rr1), (cc0, cc1))
+            # rows rr0..rr1 of the north-up grid are rows H-rr1..H-rr0 of a bottom-up file, in reverse
+            win = ((src.height - rr1, src.height - rr0) if flipped else (rr0, rr1), (cc0, cc1))
+            rows = slice(None, None, -1) if flipped else slice(None)
             sub = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
             what = f"layer '{self.name}'"
-            out[(slice(None), *sub)] = read_window(src, win, what, indexes=list(self.bands), out_dtype=dtype)
+            out[(slice(None), *sub)] = read_window(src, win, what, indexes=list(self.bands), out_dtype=dtype)[:, rows]
             if any(f.name in ("per_dataset", "alpha") for f in src.mask_flag_enums[self.bands[0] - 1]):
-                valid[sub] = read_window(src, win, what, mask=True) > 0
+                valid[sub] = (read_window(src, win, what, mask=True) > 0)[rows]
             else:
                 valid[sub] = True
         return out, valid

@@ -314,3 +314,76 @@ def test_a_container_of_several_rasters_lists_them_and_one_picked_runs(tmp_path)
     code, events, stderr = run_worker(write_job(tmp_path, job))
     assert code == 0, stderr
     assert os.path.isfile(tmp_path / "out" / "rec.tif")
+
+
+# ----------------------------------------------------------------------------- bottom-up grids
+def _bottom_up_copy(source: str, path: Path) -> str:
+    """``source`` stored bottom-up: rows reversed, positive y pixel size, origin at the south-west corner."""
+    import rasterio
+
+    with rasterio.open(source) as src:
+        profile, data, t = src.profile, src.read(), src.transform
+    profile.update(transform=rasterio.Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + t.e * src.height))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data[:, ::-1, :])
+    return str(path)
+
+
+def test_a_bottom_up_grid_gives_exactly_the_run_on_its_north_up_copy(tmp_path):
+    import numpy as np
+    import rasterio
+
+    (tmp_path / "in").mkdir()
+    flipped = _bottom_up_copy(S2, tmp_path / "in" / "bottom_up.tif")
+    with rasterio.open(flipped) as src:
+        assert src.transform.e > 0
+    results = {}
+    for name, path in (("north_up", S2), ("bottom_up", flipped)):
+        folder = tmp_path / name
+        folder.mkdir()
+        code, events, stderr = run_worker(write_job(folder, reconstruct_job(folder, path=path)))
+        assert code == 0, stderr
+        with rasterio.open(folder / "out" / "rec.tif") as out, rasterio.open(folder / "out" / "diff.tif") as diff:
+            results[name] = (out.read(), diff.read(), out.transform, out.crs, diff.transform)
+        results[name + "_info"] = [e["message"] for e in events if e["event"] == "info"]
+    (a, da, ta, ca, tda), (b, db, tb, cb, tdb) = results["north_up"], results["bottom_up"]
+    assert ta == tb == tda == tdb and ta.e < 0 and ca == cb, "written north-up, on the same grid"
+    assert np.array_equal(a, b) and np.array_equal(da, db), "the same pixels, exactly"
+    assert any("stored bottom-up (positive y pixel size); it is read flipped" in m for m in results["bottom_up_info"])
+    assert not any("bottom-up" in m for m in results["north_up_info"])
+
+
+def test_a_bottom_up_second_input_reads_like_its_north_up_copy(tmp_path):
+    import numpy as np
+    import rasterio
+
+    from terramind_qgis.models.core.job import InputSpec
+    from terramind_qgis.models.core.modalities import get_modality
+    from terramind_qgis.models.engine import InputRaster
+    from terramind_qgis.models.engine.grid import build_working_grid
+
+    flipped = _bottom_up_copy(S2, tmp_path / "bottom_up.tif")
+    with rasterio.open(S2) as src:
+        grid = build_working_grid(src, "s2")
+    m = get_modality("S2L2A")
+    a, b = InputRaster("S2L2A", InputSpec(S2), m, grid), InputRaster("S2L2A", InputSpec(flipped), m, grid)
+    assert not b.resampled, "read directly (flipped), not warped"
+    for window in ((0, 0, 224, 224), (37, 5, 100, 61), (200, 190, 24, 34)):
+        (da, va), (db, vb) = a.read(*window), b.read(*window)
+        assert np.array_equal(da, db) and np.array_equal(va, vb), window
+    a.close(), b.close()
+
+
+def test_rotated_or_sheared_grids_are_still_refused(tmp_path):
+    import rasterio
+
+    with rasterio.open(S2) as src:
+        profile, data, t = src.profile, src.read(), src.transform
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "rotated.tif"
+    profile.update(transform=rasterio.Affine(t.a, 2.0, t.c, 1.5, t.e, t.f))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    code, events, stderr = run_worker(write_job(tmp_path, reconstruct_job(tmp_path, path=str(path))))
+    line = _one_line(code, events, stderr, EXIT_BAD_JOB)
+    assert "layer 'my layer' has a rotated, sheared or east-to-west geotransform; warp it to a north-up grid first" in line

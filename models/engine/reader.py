@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import value_rules
 from ..core.errors import InputRasterError, RasterReadError
 from ..core.job import InputSpec
 from ..core.modalities import Modality
@@ -152,8 +153,15 @@ class InputRaster:
         from rasterio.vrt import WarpedVRT
 
         self.name = self.spec.name or self.key
-        self._src = src = open_raster(self.spec.path, f"layer '{self.name}'")
+        what = f"layer '{self.name}'"
+        self._src = src = open_raster(self.spec.path, what)
+        self.warnings: list[str] = []  # what the user should hear about this input (warning events)
+        self.infos: list[str] = []  # (info events)
         self.bands = self._check_bands(src)
+        self.bands, info, warning = value_rules.band_order(what, self.modality, tuple(src.descriptions), self.bands,
+                                                          explicit=self.spec.bands is not None)  # fmt: skip
+        self.infos += [info] if info else []
+        self.warnings += [warning] if warning else []
         for b in self.bands:
             if np.dtype(src.dtypes[b - 1]).kind == "c":
                 raise InputRasterError(
@@ -164,13 +172,20 @@ class InputRaster:
             raise InputRasterError(f"layer '{self.name}' has no coordinate reference system; assign one first")
         file_nodata = src.nodata if self.spec.file_nodata else None
         self.nodata = self.spec.nodata if self.spec.nodata is not None else file_nodata
-        self.note = ""  # what the user should hear about this input (reported as a warning)
         dtype = np.dtype(src.dtypes[self.bands[0] - 1])
         if self.nodata is not None and not _representable(self.nodata, dtype):
             # cast to the data type it would wrap or truncate and mask real values (e.g. -9999 as uint16 = 55537)
-            self.note = (f"layer '{self.name}': its nodata value {self.nodata:g} cannot occur in its {dtype} data "
-                         "and is ignored; every pixel is read as valid")  # fmt: skip
+            self.warnings.append(f"layer '{self.name}': its nodata value {self.nodata:g} cannot occur in its {dtype} "
+                                 "data and is ignored; every pixel is read as valid")  # fmt: skip
             self.nodata = None
+        self._scale = value_rules.scale_offset(self.modality, tuple(src.scales[b - 1] for b in self.bands),
+                                               tuple(src.offsets[b - 1] for b in self.bands))  # fmt: skip
+        problem = value_rules.dtype_problem(what, self.modality, str(dtype), scaled=self._scale is not None)
+        if problem:
+            raise InputRasterError(problem)
+        if self._scale is not None:
+            self.infos.append(value_rules.scale_message(what, self.modality, *self._scale))
+        self._check_sample(src, what)
         self._offset = _aligned_offset(src, self.grid)
         self._vrt = None
         if self._offset is None:
@@ -184,6 +199,32 @@ class InputRaster:
                 height=self.grid.height, resampling=resampling, add_alpha=True, **extra,
             )  # fmt: skip
         self._check_overlap()
+
+    def _check_sample(self, src: object, what: str, windows: int = 3, size: int = 64) -> None:
+        """The value rules judged on ``windows`` x ``windows`` windows of ``size`` pixels spread over the file."""
+        h, w = src.height, src.width  # type: ignore[attr-defined]
+        rows = sorted({max(0, min(h - size, round(i * (h - size) / max(1, windows - 1)))) for i in range(windows)})
+        cols = sorted({max(0, min(w - size, round(i * (w - size) / max(1, windows - 1)))) for i in range(windows)})
+        values, masked, total = [], 0, 0
+        for r in rows:
+            for c in cols:
+                win = ((r, min(h, r + size)), (c, min(w, c + size)))
+                raw = read_window(src, win, what, indexes=list(self.bands)).reshape(len(self.bands), -1)  # (C, n)
+                ok = np.isfinite(raw).all(axis=0) if raw.dtype.kind == "f" else np.ones(raw.shape[1], bool)
+                total += int(ok.sum())
+                if self.nodata is not None and not np.isnan(self.nodata):
+                    hit = (raw == np.asarray(self.nodata).astype(raw.dtype)).any(axis=0) & ok
+                    masked, ok = masked + int(hit.sum()), ok & ~hit
+                values.append(raw[:, ok].astype(np.float64))
+        sample = np.concatenate(values, axis=1) if values else np.zeros((len(self.bands), 0))  # (C, n)
+        if self._scale is not None:
+            sample = sample * self._scale[0][:, None] + self._scale[1][:, None]
+        if self.nodata is not None and not np.isnan(self.nodata):
+            raw_valid = np.concatenate(values, axis=1) if values else sample
+            note = value_rules.nodata_warning(what, float(self.nodata), masked, raw_valid, total)
+            self.warnings += [note] if note else []
+        note = value_rules.scale_warning(what, self.modality, sample)
+        self.warnings += [note] if note else []
 
     def _check_bands(self, src: object) -> tuple[int, ...]:
         count, m = src.count, self.modality  # type: ignore[attr-defined]
@@ -252,6 +293,8 @@ class InputRaster:
         if self.nodata is not None and not np.isnan(self.nodata):
             ok &= raw != np.asarray(self.nodata).astype(raw.dtype)
         data = raw.astype(np.float32)  # (C, h, w)
+        if self._scale is not None:  # the file's scale/offset, to the modality's unit
+            data = (data * self._scale[0][:, None, None] + self._scale[1][:, None, None]).astype(np.float32)
         check_class_values(self.name, self.modality, data, ok.all(axis=0))
         data[~ok] = 0.0
         return data, ok

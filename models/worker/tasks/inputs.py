@@ -131,8 +131,10 @@ def report_grid(progress: Progress, grid: WorkingGrid, stack: InputStack) -> Non
     if grid.note:
         progress.info(grid.note)
     for inp in stack.inputs:
-        if inp.note:
-            progress.warn(inp.note)
+        for message in inp.infos:
+            progress.info(message)
+        for message in inp.warnings:
+            progress.warn(message)
         if inp.resampled:
             how = "nearest neighbour" if inp.modality.categorical else "bilinear"
             progress.info(f"layer '{inp.name}' is resampled onto the working grid ({how})")

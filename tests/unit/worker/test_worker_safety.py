@@ -162,7 +162,9 @@ def test_a_truncated_geotiff_is_one_line_naming_the_file_and_window_and_leaves_n
     cut = _truncated_s2(tmp_path / "in")
     before = digest(cut)
     job = reconstruct_job(tmp_path, path=cut, tile=64, overlap=0)
-    line = _one_line(*run_worker(write_job(tmp_path, job)), 1)
+    code, events, stderr = run_worker(write_job(tmp_path, job))
+    line = _one_line(code, events, stderr, EXIT_BAD_JOB)  # found by the value rules' sample, before loading
+    assert [e["event"] for e in events] == ["error"]
     assert f"layer 'my layer': cannot read '{cut}' (rows " in line and "columns " in line, line
     assert "TIFFRead" in line or "IReadBlock" in line, "GDAL's own reason, not 'see previous exception'"
     assert digest(cut) == before and os.listdir(tmp_path / "out") == [], "no output, not even a partial one"
@@ -387,3 +389,29 @@ def test_rotated_or_sheared_grids_are_still_refused(tmp_path):
     code, events, stderr = run_worker(write_job(tmp_path, reconstruct_job(tmp_path, path=str(path))))
     line = _one_line(code, events, stderr, EXIT_BAD_JOB)
     assert "layer 'my layer' has a rotated, sheared or east-to-west geotransform; warp it to a north-up grid first" in line
+
+
+def test_a_read_that_fails_mid_run_is_exit_1_one_line_and_no_partial_file(tmp_path):
+    """Damage the sampled windows miss (a block in the middle of the tile grid): the run starts, the
+    read fails, the worker says so in one line and removes its partial outputs."""
+    import rasterio
+
+    with rasterio.open(S2) as src:
+        profile, data = src.profile, src.read()
+    (tmp_path / "in").mkdir()
+    path = tmp_path / "in" / "damaged.tif"
+    profile.update(tiled=True, blockxsize=16, blockysize=16, compress="deflate", interleave="pixel")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(path) as src:  # the block at rows 64-79, columns 64-79: between the sampled windows
+        offset = int(src.get_tag_item("BLOCK_OFFSET_4_4", "TIFF", bidx=1))
+        size = int(src.get_tag_item("BLOCK_SIZE_4_4", "TIFF", bidx=1))
+    raw = bytearray(path.read_bytes())
+    raw[offset: offset + size] = b"\xff" * size  # not deflate data any more
+    path.write_bytes(bytes(raw))
+    before = digest(path)
+    code, events, stderr = run_worker(write_job(tmp_path, reconstruct_job(tmp_path, path=str(path), tile=64, overlap=0)))
+    line = _one_line(code, events, stderr, 1)
+    assert f"layer 'my layer': cannot read '{path}' (rows " in line
+    assert any(e["event"] == "info" for e in events), "the run had started"
+    assert digest(path) == before and os.listdir(tmp_path / "out") == [], "no output, not even a partial one"

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import IO, Any
 
 from ..core.errors import CancelledError
@@ -107,8 +108,9 @@ class _WarningEvents(logging.Handler):
             pass
 
 
-def capture_library_warnings(progress: WorkerProgress) -> None:
-    """Python warnings and WARNING+ log records become ``warning`` events (each distinct text once)."""
+def capture_library_warnings(progress: WorkerProgress) -> Callable[[], None]:
+    """Python warnings and WARNING+ log records become ``warning`` events (each distinct text once);
+    returns what undoes it (for a process that runs jobs in-process: tests)."""
     seen: set[str] = set()
 
     def report(text: str) -> None:
@@ -120,13 +122,24 @@ def capture_library_warnings(progress: WorkerProgress) -> None:
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' API
         report(f"{category.__name__}: {message}")
 
+    saved_show, root = warnings.showwarning, logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
     warnings.showwarning = show
-    root = logging.getLogger()
-    for handler in list(root.handlers):  # nothing else may print log lines on stderr
+    for handler in saved_handlers:  # nothing else may print log lines on stderr
         root.removeHandler(handler)
-    root.addHandler(_WarningEvents(report))
+    ours = _WarningEvents(report)
+    root.addHandler(ours)
     if root.level == logging.NOTSET or root.level > logging.WARNING:
         root.setLevel(logging.WARNING)
+
+    def restore() -> None:
+        warnings.showwarning = saved_show
+        root.removeHandler(ours)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+
+    return restore
 
 
 def install_signal_handlers(progress: WorkerProgress) -> None:

@@ -212,3 +212,14 @@ def test_a_truncated_geotiff_stops_the_run_naming_the_file_and_leaves_no_output(
                  r"layer 'truncated': cannot read")
     assert f"cannot read '{cut}' (rows " in msg and "Traceback" not in msg, msg
     assert not os.path.exists(tmp_path / "rec.tif") and not [f for f in os.listdir(tmp_path) if "partial" in f]
+
+
+def test_a_value_rule_warning_of_the_worker_is_a_feedback_warning(terramind_provider, example, tmp_path, recording_feedback):
+    """Sentinel-2 reflectance as 0..1: the run goes ahead, and the worker's warning reaches QGIS's log."""
+    gdal.Translate(str(tmp_path / "s2_unit.tif"), example("S2L2A"), outputType=gdal.GDT_Float32,
+                   scaleParams=[[0, 10000, 0, 1]]).FlushCache()  # fmt: skip
+    feedback = recording_feedback()
+    processing.run(RECONSTRUCT, {**_rec(str(tmp_path / "s2_unit.tif"), tmp_path), "MODEL": "test_tokenizer_s2l2a",
+                                 "TIMESTEPS": 1}, feedback=feedback)  # fmt: skip
+    assert any("like reflectance 0..1, but S2L2A is reflectance x 10000" in w for w in feedback.warnings), feedback.warnings
+    assert os.path.isfile(tmp_path / "rec.tif")

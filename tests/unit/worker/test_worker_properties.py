@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rasterio.transform import Affine
 from worker_fixtures import reconstruct_job, write_job
@@ -153,6 +153,7 @@ def test_any_small_raster_gives_valid_outputs_or_one_line_and_no_file(spec, capf
         capfd.readouterr()
         code, events = run_cli(write_job(tmp, job))
         stderr = capfd.readouterr().err
+        event(f"exit {code}" + (f": {events[-1]['type']}" if code else ""))  # --hypothesis-show-statistics
         assert digest(path) == before, "the input is byte-identical"
         out = tmp / "out"
         if code == 0:

@@ -131,6 +131,24 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
     return LayerInput(param, modality, layer, tuple(bands) if bands else None)
 
 
+def unreadable_file_message(param: str, path: str) -> str | None:
+    """Why QGIS could not load the existing file ``path`` given for ``param`` (None: it is not an existing
+    file, Processing's own "not found" stands): a container of several rasters, listed with how to pick
+    one, or the reason GDAL gives."""
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    rasters = [s for s in QgsProviderRegistry.instance().querySublayers(path) if s.type() == Qgis.LayerType.Raster]
+    if len(rasters) > 1:
+        shown = ", ".join(f"'{s.uri()}'" for s in rasters[:10]) + (f" and {len(rasters) - 10} more" if len(rasters) > 10 else "")
+        return (f"{param}: '{path}' holds {len(rasters)} rasters ({shown}); add the one you want as a layer and "
+                "choose it, or give its name as listed here")  # fmt: skip
+    layer = QgsRasterLayer(path, os.path.basename(path), "gdal")
+    if layer.isValid():
+        return None
+    reason = " ".join(layer.error().summary().split()) or "no reason given"
+    return f"{param}: '{path}' exists but is not a raster QGIS can read ({reason})"
+
+
 def nodata_value(item: LayerInput, band: int, feedback: QgsProcessingFeedback) -> float | None:
     """The nodata value the worker should use for ``item``: a single value the user set in the layer's
     Transparency properties, else the file's own (None: the file's, as the worker reads it)."""

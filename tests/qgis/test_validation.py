@@ -223,3 +223,25 @@ def test_a_value_rule_warning_of_the_worker_is_a_feedback_warning(terramind_prov
                                  "TIMESTEPS": 1}, feedback=feedback)  # fmt: skip
     assert any("like reflectance 0..1, but S2L2A is reflectance x 10000" in w for w in feedback.warnings), feedback.warnings
     assert os.path.isfile(tmp_path / "rec.tif")
+
+
+def test_a_file_qgis_cannot_open_is_not_called_not_found(terramind_provider, tmp_path):
+    """A container of several rasters lists them and says how to pick one; a damaged file gives GDAL's reason."""
+    gpkg = tmp_path / "two.gpkg"
+    for i, table in enumerate(("first", "second")):
+        options = [f"RASTER_TABLE={table}"] + (["APPEND_SUBDATASET=YES"] if i else [])
+        ds = gdal.GetDriverByName("GPKG").Create(str(gpkg), 64, 64, 1, gdal.GDT_Int16, options=options)
+        ds.SetGeoTransform((500000, 10, 0, 4000000, 0, -10))
+        ds.SetProjection("EPSG:32633")
+        ds.GetRasterBand(1).WriteArray(np.full((64, 64), 5, np.int16))
+        ds = None
+    dem = {"MODALITY": "DEM", "MODEL": "test_tokenizer_dem"}
+    msg = _fails(RECONSTRUCT, {**_rec(str(gpkg), tmp_path), **dem}, r"INPUT: '.*two\.gpkg' holds 2 rasters")
+    assert f"('GPKG:{gpkg}:first', 'GPKG:{gpkg}:second'); add the one you want as a layer" in msg and "not found" not in msg
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"II*\x00" + b"\x00" * 64)
+    msg = _fails(RECONSTRUCT, {**_rec(str(junk), tmp_path), **dem}, r"INPUT: '.*junk\.tif' exists but is not a raster QGIS can read \(")
+    assert "not found" not in msg and not os.path.exists(tmp_path / "rec.tif")
+    # the table itself, picked as listed, runs
+    processing.run(RECONSTRUCT, {**_rec(f"GPKG:{gpkg}:second", tmp_path), **dem, "TIMESTEPS": 1})
+    assert os.path.isfile(tmp_path / "rec.tif")

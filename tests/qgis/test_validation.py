@@ -240,7 +240,8 @@ def test_a_file_qgis_cannot_open_is_not_called_not_found(terramind_provider, tmp
     assert f"('GPKG:{gpkg}:first', 'GPKG:{gpkg}:second'); add the one you want as a layer" in msg and "not found" not in msg
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"II*\x00" + b"\x00" * 64)
-    msg = _fails(RECONSTRUCT, {**_rec(str(junk), tmp_path), **dem}, r"INPUT: '.*junk\.tif' exists but is not a raster QGIS can read \(")
+    msg = _fails(RECONSTRUCT, {**_rec(str(junk), tmp_path), **dem},
+                 r"INPUT: '.*junk\.tif' exists but is not a raster QGIS can read \(")
     assert "not found" not in msg and not os.path.exists(tmp_path / "rec.tif")
     # the table itself, picked as listed, runs
     processing.run(RECONSTRUCT, {**_rec(f"GPKG:{gpkg}:second", tmp_path), **dem, "TIMESTEPS": 1})

@@ -415,3 +415,18 @@ def test_a_read_that_fails_mid_run_is_exit_1_one_line_and_no_partial_file(tmp_pa
     assert f"layer 'my layer': cannot read '{path}' (rows " in line
     assert any(e["event"] == "info" for e in events), "the run had started"
     assert digest(path) == before and os.listdir(tmp_path / "out") == [], "no output, not even a partial one"
+
+
+def test_missing_sources_are_found_through_nested_vrts_and_remote_ones_are_left_to_gdal(tmp_path):
+    from terramind_qgis.models.core.sources import missing_vrt_sources
+
+    (tmp_path / "in").mkdir()
+    _, gone = _vrt_with_a_missing_source(tmp_path / "in")
+    outer = tmp_path / "outer.vrt"
+    outer.write_text('<VRTDataset rasterXSize="448" rasterYSize="224"><VRTRasterBand dataType="Int16" band="1">'
+                     '<SimpleSource><SourceFilename relativeToVRT="1">in/mosaic.vrt</SourceFilename></SimpleSource>'
+                     '<SimpleSource><SourceFilename relativeToVRT="0">/vsicurl/https://example.org/x.tif</SourceFilename>'
+                     '</SimpleSource><SimpleSource><SourceFilename>NETCDF:"f.nc":var</SourceFilename></SimpleSource>'
+                     '</VRTRasterBand></VRTDataset>', encoding="utf-8")  # fmt: skip
+    assert missing_vrt_sources(str(outer)) == [gone]
+    assert missing_vrt_sources(S2) == [] and missing_vrt_sources(str(tmp_path / "nothing.vrt")) == []

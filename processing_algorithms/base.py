@@ -31,6 +31,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterRasterLayer,
     QgsRectangle,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -157,7 +158,12 @@ class TerraMindAlgorithm(AlgorithmIdentity, QgsProcessingAlgorithm):
     # -- the template ------------------------------------------------------------------------------
     def checkParameterValues(self, parameters: dict, context: QgsProcessingContext) -> tuple[bool, str]:
         ok, message = super().checkParameterValues(parameters, context)
-        if not ok:
+        if not ok:  # an existing file QGIS cannot load is not "not found": say why
+            for param in self.parameterDefinitions():
+                if isinstance(param, QgsProcessingParameterRasterLayer):
+                    better = layers.unreadable_file_message(param.name(), parameters.get(param.name()))
+                    if better:
+                        return False, better
             return ok, message
         # planning resolves destinations, and TEMPORARY_OUTPUT then registers a fresh temporary file to
         # load; processAlgorithm plans again with the same context, so these would be phantom layers

@@ -1,8 +1,9 @@
 """Input layers: checks before a run, and the file the worker reads for each layer.
 
 ``check_input`` raises ``InputRasterError`` naming the layer and its parameter for: an invalid
-layer, no CRS, an empty extent, a band count that does not match the modality (after the band
-mapping), band numbers out of range, and data types the models cannot read (complex).
+layer, a VRT whose local source files are missing (never exported as if they were data), no CRS,
+an empty extent, a band count that does not match the modality (after the band mapping), band
+numbers out of range, and data types the models cannot read (complex).
 
 Rendered colour layers (WMS and XYZ tiles: one ARGB band) are red, green and blue for the models,
 so they serve as S2RGB only; they are exported as RGBA GeoTIFFs whose alpha marks nodata.
@@ -37,6 +38,7 @@ from qgis.PyQt.QtCore import Qt
 
 from ..models.core.errors import CancelledError, InputRasterError
 from ..models.core.modalities import Modality
+from ..models.core.sources import missing_sources_message, missing_vrt_sources
 
 READABLE_TYPES = {
     Qgis.DataType.Byte, Qgis.DataType.UInt16, Qgis.DataType.Int16, Qgis.DataType.UInt32,
@@ -89,6 +91,10 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
         raise InputRasterError(f"{label} is not a valid raster layer (source '{layer.source()}')")
     if not layer.crs().isValid():
         raise InputRasterError(f"{label} has no coordinate reference system; assign one in the layer properties")
+    path = source_path(layer)
+    missing = missing_vrt_sources(path) if path else []
+    if missing:  # QGIS would export the missing part as ordinary pixel values
+        raise InputRasterError(missing_sources_message(label, path, missing))
     provider = layer.dataProvider()
     gridded = bool(provider.capabilities() & QgsRasterDataProvider.Capability.Size)  # web services have no grid
     if layer.extent().isEmpty() or (gridded and (layer.width() == 0 or layer.height() == 0)):
@@ -123,6 +129,24 @@ def check_input(param: str, layer: QgsRasterLayer | None, modality: Modality,
                 "which TerraMind cannot read; expected an integer or floating-point band (not complex)"
             )
     return LayerInput(param, modality, layer, tuple(bands) if bands else None)
+
+
+def unreadable_file_message(param: str, path: str) -> str | None:
+    """Why QGIS could not load the existing file ``path`` given for ``param`` (None: it is not an existing
+    file, Processing's own "not found" stands): a container of several rasters, listed with how to pick
+    one, or the reason GDAL gives."""
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    rasters = [s for s in QgsProviderRegistry.instance().querySublayers(path) if s.type() == Qgis.LayerType.Raster]
+    if len(rasters) > 1:
+        shown = ", ".join(f"'{s.uri()}'" for s in rasters[:10]) + (f" and {len(rasters) - 10} more" if len(rasters) > 10 else "")
+        return (f"{param}: '{path}' holds {len(rasters)} rasters ({shown}); add the one you want as a layer and "
+                "choose it, or give its name as listed here")  # fmt: skip
+    layer = QgsRasterLayer(path, os.path.basename(path), "gdal")
+    if layer.isValid():
+        return None
+    reason = " ".join(layer.error().summary().split()) or "no reason given"
+    return f"{param}: '{path}' exists but is not a raster QGIS can read ({reason})"
 
 
 def nodata_value(item: LayerInput, band: int, feedback: QgsProcessingFeedback) -> float | None:

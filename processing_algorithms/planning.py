@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCsException,
     QgsProcessingAlgorithm,
@@ -39,9 +40,25 @@ def read_extent(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProce
         except QgsCsException:  # e.g. far outside the first input's UTM zone
             overlaps = False
         if not overlaps:
-            raise InputRasterError(f"{item.label} does not overlap the area to process (the extent of {first.label}"
-                                   f"{' within EXTENT' if area is not None else ''})")
+            what = f"the extent of {first.label}{' within EXTENT' if area is not None else ''}"
+            raise InputRasterError(f"{item.label} does not overlap the area to process ({what}): "
+                                   f"{_both_bounds(item, item.layer.extent(), what, work, crs, context)}")  # fmt: skip
     return area
+
+
+def _both_bounds(item: LayerInput, extent: QgsRectangle, what: str, work: QgsRectangle, crs,
+                 context: QgsProcessingContext) -> str:  # fmt: skip
+    """Both rectangles in one CRS (longitude/latitude, where both can be expressed in it) for a message."""
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    try:
+        mine = QgsCoordinateTransform(item.layer.crs(), wgs84, context.transformContext()).transformBoundingBox(extent)
+        area = QgsCoordinateTransform(crs, wgs84, context.transformContext()).transformBoundingBox(work)
+        target, digits = "EPSG:4326", 6
+    except QgsCsException:
+        mine, area, target, digits = None, work, crs.authid() or crs.description(), 1
+    box = lambda r: [round(v, digits) for v in (r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum())]  # noqa: E731
+    covers = f"{item.label} covers {box(mine)}, " if mine is not None else ""
+    return f"{covers}{what} {box(area)} (left, bottom, right, top in {target})"
 
 
 def destination(alg: QgsProcessingAlgorithm, parameters: dict, key: str, context: QgsProcessingContext, *,

@@ -48,6 +48,10 @@ class InputRasterError(TerraMindError, ValueError):
     """An input raster has the wrong band count, data type, CRS, extent or nodata."""
 
 
+class RasterReadError(InputRasterError):
+    """Reading a window of an input failed (a truncated or damaged file, a missing source of a VRT)."""
+
+
 class UnsupportedModalityError(TerraMindError, ValueError):
     """A modality name is unknown or cannot be used in the requested role."""
 

@@ -43,6 +43,10 @@ class Modality:
     categorical: bool = False
     classes: tuple[ClassInfo, ...] = field(default=())
     kind: str = ""  # what the values are, which decides the default style: optical, rgb, sar, elevation, index, classes
+    # value domain (rules in value_rules.py): the largest value it normally takes in its unit (a data type
+    # must hold it where ``reflectance``); reflectance x 10000, so GDAL scale/offset give reflectance 0..1
+    max_value: float = 0.0
+    reflectance: bool = False
 
     @property
     def num_bands(self) -> int:
@@ -103,27 +107,28 @@ MODALITIES: dict[str, Modality] = {
     for m in (
         Modality("S2L2A", "Sentinel-2 L2A (surface reflectance)", "untok_sen2l2a@224",
                  "tok_sen2l2a@224", "terramind_v1_tokenizer_s2l2a", S2L2A_BANDS, S2L2A_LABELS,
-                 S2L2A_MEAN, S2L2A_STD, "reflectance x 10000", kind="optical"),
+                 S2L2A_MEAN, S2L2A_STD, "reflectance x 10000", kind="optical", max_value=10000.0, reflectance=True),
         Modality("S2L1C", "Sentinel-2 L1C (top of atmosphere)", "untok_sen2l1c@224", None, None,
-                 S2L1C_BANDS, S2L1C_LABELS, S2L1C_MEAN, S2L1C_STD, "reflectance x 10000", kind="optical"),
+                 S2L1C_BANDS, S2L1C_LABELS, S2L1C_MEAN, S2L1C_STD, "reflectance x 10000", kind="optical",
+                 max_value=10000.0, reflectance=True),
         Modality("S2RGB", "Sentinel-2 true colour (8-bit)", "untok_sen2rgb@224", None, None,
                  ("RED", "GREEN", "BLUE"), ("Red", "Green", "Blue"),
-                 (87.271, 80.931, 66.667), (58.767, 47.663, 42.631), "digital number 0-255", kind="rgb"),
+                 (87.271, 80.931, 66.667), (58.767, 47.663, 42.631), "digital number 0-255", kind="rgb", max_value=255.0),
         Modality("S1GRD", "Sentinel-1 GRD (backscatter)", "untok_sen1grd@224", "tok_sen1grd@224",
                  "terramind_v1_tokenizer_s1grd", ("VV", "VH"), ("VV", "VH"),
-                 (-12.599, -20.293), (5.195, 5.890), "dB", kind="sar"),
+                 (-12.599, -20.293), (5.195, 5.890), "dB", kind="sar", max_value=20.0),
         Modality("S1RTC", "Sentinel-1 RTC (terrain-corrected backscatter)", "untok_sen1rtc@224",
                  "tok_sen1rtc@224", "terramind_v1_tokenizer_s1rtc", ("VV", "VH"), ("VV", "VH"),
-                 (-10.93, -17.329), (4.391, 4.459), "dB", kind="sar"),
+                 (-10.93, -17.329), (4.391, 4.459), "dB", kind="sar", max_value=20.0),
         Modality("DEM", "Digital elevation model", "untok_dem@224", "tok_dem@224",
                  "terramind_v1_tokenizer_dem", ("DEM",), ("Elevation",), (670.665,), (951.272,),
-                 "m", kind="elevation"),
+                 "m", kind="elevation", max_value=8849.0),
         Modality("NDVI", "Normalised difference vegetation index", "tok_ndvi@224",
                  "tok_ndvi@224", "terramind_v1_tokenizer_ndvi", ("NDVI",), ("NDVI",), (0.327,),
-                 (0.322,), "index -1..1", kind="index"),
+                 (0.322,), "index -1..1", kind="index", max_value=1.0),
         Modality("LULC", "Land use / land cover", "tok_lulc@224", "tok_lulc@224",
                  "terramind_v1_tokenizer_lulc", ("LULC",), ("Class",), (0.0,), (1.0,), "class",
-                 categorical=True, classes=LULC_CLASSES, kind="classes"),
+                 categorical=True, classes=LULC_CLASSES, kind="classes", max_value=9.0),
     )
 }  # fmt: skip
 

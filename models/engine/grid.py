@@ -11,7 +11,11 @@ Rules (``build_working_grid``), all driven by the FIRST input of the job:
   centre (EPSG:326xx north / 327xx south), snapped to multiples of 10 m; the outputs are in that
   UTM CRS, which the worker reports in an info event. ``extent`` is still given in the input's
   CRS (degrees) and transformed.
-- No CRS, a rotated/sheared transform, or an empty intersection with ``extent``: InputRasterError.
+- A north-up grid stored bottom-up (positive y pixel size, first row the southernmost) is the same
+  grid: the work and the outputs use its north-up equivalent (top-left origin, negative y pixel size),
+  the reader reads it flipped (exact, no resampling), and an info event says so.
+- No CRS, a rotated/sheared or east-to-west transform, or an empty intersection with ``extent``:
+  InputRasterError.
 
 Pixel windows in this package are ``(row, col, height, width)`` on the working grid.
 """
@@ -36,6 +40,7 @@ class WorkingGrid:
     width: int
     height: int
     note: str = ""  # human explanation when the grid is not the first input's own grid
+    source: str = ""  # what the grid covers, for messages: "layer 'x'", "layer 'x' within the extent"
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -83,7 +88,22 @@ def crop_grid(grid: WorkingGrid, extent: tuple[float, float, float, float], what
         raise InputRasterError(
             f"the extent {list(extent)} does not overlap {what} (bounds {[round(v, 3) for v in grid.bounds]})"
         )
-    return WorkingGrid(grid.crs, grid.window_transform(r0, c0), c1 - c0, r1 - r0, grid.note)
+    source = f"{grid.source} within the extent" if grid.source else ""
+    return WorkingGrid(grid.crs, grid.window_transform(r0, c0), c1 - c0, r1 - r0, grid.note, source)
+
+
+def true_bounds(src: object) -> tuple[float, float, float, float]:
+    """(left, bottom, right, top) of an open dataset, also when it is stored bottom-up (rasterio's
+    ``bounds`` then has bottom > top)."""
+    left, bottom, right, top = src.bounds  # type: ignore[attr-defined]
+    return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
+
+
+def north_up(t: object, height: int) -> object:
+    """The north-up transform of a bottom-up grid of ``height`` rows (``t.e`` > 0): same pixels, top-left origin."""
+    from rasterio.transform import Affine
+
+    return Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + t.e * height)  # type: ignore[attr-defined]
 
 
 def _is_10m(res: float) -> bool:
@@ -100,14 +120,19 @@ def build_working_grid(
     crs, t = src.crs, src.transform  # type: ignore[attr-defined]
     if crs is None:
         raise InputRasterError(f"layer '{layer}' has no coordinate reference system; assign one first")
-    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
+    if t.b != 0 or t.d != 0 or t.a <= 0 or t.e == 0:
         raise InputRasterError(
-            f"layer '{layer}' has a rotated or flipped geotransform; warp it to a north-up grid first"
+            f"layer '{layer}' has a rotated, sheared or east-to-west geotransform; warp it to a north-up grid first"
         )
     width, height = src.width, src.height  # type: ignore[attr-defined]
     what = f"layer '{layer}'"
+    flip_note = ""
+    if t.e > 0:  # bottom-up: the same grid, north-up
+        t = north_up(t, height)
+        flip_note = (f"layer '{layer}' is stored bottom-up (positive y pixel size); it is read flipped and the "
+                     "outputs are written north-up on the same grid")  # fmt: skip
     if crs.is_geographic:
-        left, bottom, right, top = src.bounds  # type: ignore[attr-defined]
+        left, bottom, right, top = true_bounds(src)
         if extent is not None:
             left, bottom = max(left, extent[0]), max(bottom, extent[1])
             right, top = min(right, extent[2]), min(top, extent[3])
@@ -122,12 +147,14 @@ def build_working_grid(
             f"layer '{layer}' is in a geographic CRS ({crs.to_string()}); the work and the outputs use "
             f"a 10 m grid in {utm.to_string()} (UTM zone of the area's centre)"
         )
-        return WorkingGrid(utm, Affine(r, 0.0, x0, 0.0, -r, y0), max(w, 1), max(h, 1), note)
+        source = what + (" within the extent" if extent is not None else "")
+        note = "; ".join(n for n in (flip_note, note) if n)
+        return WorkingGrid(utm, Affine(r, 0.0, x0, 0.0, -r, y0), max(w, 1), max(h, 1), note, source)
 
     unit = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
     res_x, res_y = t.a * unit, -t.e * unit
     if _is_10m(res_x) and _is_10m(res_y):
-        grid = WorkingGrid(crs, t, width, height)
+        grid = WorkingGrid(crs, t, width, height, flip_note, what)
     else:
         px = TARGET_RESOLUTION_M / unit
         w = math.ceil(width * t.a / px - 1e-9)
@@ -136,7 +163,7 @@ def build_working_grid(
             f"layer '{layer}' has {res_x:g} x {res_y:g} m pixels; it is resampled to the 10 m grid "
             "TerraMind was trained on, and the outputs use that grid"
         )
-        grid = WorkingGrid(crs, Affine(px, 0.0, t.c, 0.0, -px, t.f), w, h, note)
+        grid = WorkingGrid(crs, Affine(px, 0.0, t.c, 0.0, -px, t.f), w, h, "; ".join(n for n in (flip_note, note) if n), what)
     return crop_grid(grid, extent, what) if extent is not None else grid
 
 

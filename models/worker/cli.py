@@ -11,6 +11,8 @@ Also the headless command line (``--help``). Exit codes and what the user sees:
   event.
 - 130: cancelled (SIGTERM/SIGINT) — an ``error`` event of type ``CancelledError``.
 
+Library warnings (Python warnings, log records) are ``warning`` events, never lines on stderr.
+
 Whatever happens, partial outputs of this process are removed before it exits.
 """
 
@@ -26,7 +28,7 @@ from collections.abc import Sequence
 from ..core.errors import CancelledError, ConfigError, TerraMindError, where
 from ..core.job import EXIT_BAD_JOB, EXIT_CANCELLED, EXIT_ERROR, EXIT_OK, Job
 from ..core.job import TASKS as PROTOCOL_TASKS
-from .events import EventStream, WorkerProgress, install_signal_handlers
+from .events import EventStream, WorkerProgress, capture_library_warnings, install_signal_handlers
 
 DESCRIPTION = """Run one TerraMind job (a JSON file, protocol in models/core/job.py) and stream JSON-line
 events (progress, info, warning, result, error) on stdout. Tasks: {tasks}."""
@@ -90,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))  # bounded block cache, not 5 % of RAM
     progress = WorkerProgress(EventStream.claim_stdout())
+    capture_library_warnings(progress)  # library warnings are events, never stray lines before the error
     install_signal_handlers(progress)
     return run_job_file(args.job, progress)
 

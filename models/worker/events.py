@@ -2,18 +2,24 @@
 
 stdout belongs to the protocol alone: ``EventStream.claim_stdout`` duplicates the real stdout for
 events and points file descriptor 1 (and ``sys.stdout``) at stderr, so a library that prints
-cannot corrupt the event stream. ``WorkerProgress`` is the ``Progress`` the engine and the models
-report to; SIGTERM/SIGINT set its cancel flag (``install_signal_handlers``) and, outside cleanup,
-raise ``CancelledError`` at once so a long batch does not have to finish first.
+cannot corrupt the event stream. ``capture_library_warnings`` turns Python warnings and log records of
+libraries (rasterio's ``NotGeoreferencedWarning``, GDAL messages rasterio logs) into ``warning`` events,
+each distinct message once, so stderr holds nothing but the one-line error. ``WorkerProgress`` is
+the ``Progress`` the engine and the models report to; SIGTERM/SIGINT set its cancel flag
+(``install_signal_handlers``) and, outside cleanup, raise ``CancelledError`` at once so a long batch
+does not have to finish first.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from typing import IO, Any
 
 from ..core.errors import CancelledError
@@ -88,6 +94,52 @@ class WorkerProgress:
     def shield(self) -> None:
         """From here on a cancel signal only sets the flag (outputs are being renamed, errors reported)."""
         self.cleaning_up = True
+
+
+class _WarningEvents(logging.Handler):
+    def __init__(self, report) -> None:
+        super().__init__(logging.WARNING)
+        self._report = report
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._report(f"{record.name}: {record.getMessage()}")
+        except Exception:  # noqa: BLE001 - a log record must never break the run
+            pass
+
+
+def capture_library_warnings(progress: WorkerProgress) -> Callable[[], None]:
+    """Python warnings and WARNING+ log records become ``warning`` events (each distinct text once);
+    returns what undoes it (for a process that runs jobs in-process: tests)."""
+    seen: set[str] = set()
+
+    def report(text: str) -> None:
+        text = " ".join(text.split())
+        if text not in seen:
+            seen.add(text)
+            progress.warn(text)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' API
+        report(f"{category.__name__}: {message}")
+
+    saved_show, root = warnings.showwarning, logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    warnings.showwarning = show
+    for handler in saved_handlers:  # nothing else may print log lines on stderr
+        root.removeHandler(handler)
+    ours = _WarningEvents(report)
+    root.addHandler(ours)
+    if root.level == logging.NOTSET or root.level > logging.WARNING:
+        root.setLevel(logging.WARNING)
+
+    def restore() -> None:
+        warnings.showwarning = saved_show
+        root.removeHandler(ours)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+
+    return restore
 
 
 def install_signal_handlers(progress: WorkerProgress) -> None:

@@ -51,6 +51,21 @@ def test_an_output_never_overwrites_an_input_or_another_output(terramind_provide
     assert not os.path.exists(same)
 
 
+def test_an_output_that_is_a_hard_link_of_the_input_is_refused(terramind_provider, example, tmp_path):
+    """Another name of the same file (a hard link, compared by device and inode) is the input too."""
+    import shutil
+
+    source = tmp_path / "dem.tif"
+    shutil.copy(example("DEM"), source)
+    link = tmp_path / "other-name.tif"
+    os.link(source, link)
+    before = _sha(source)
+    with pytest.raises(QgsProcessingException, match=r"OUTPUT: '.*other-name\.tif' is the file of input layer '.*' \(INPUT\)"):
+        processing.run(RECONSTRUCT, _rec(str(source), str(link)))
+    assert _sha(source) == before and sorted(f for f in os.listdir(tmp_path) if ".tif" in f and not f.endswith(".aux.xml")) == [
+        "dem.tif", "other-name.tif"]  # no partial file
+
+
 def test_an_unwritable_output_folder_is_one_message(terramind_provider, example):
     with pytest.raises(QgsProcessingException) as info:
         processing.run(RECONSTRUCT, _rec(example("DEM"), "/proc/not-a-folder/rec.tif"))

@@ -5,6 +5,7 @@ layer or parameter and saying what is expected. A missing worker environment giv
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import processing
@@ -131,8 +132,12 @@ def test_generation_checks_each_input_layer(terramind_provider, example, tmp_pat
 
 
 def test_generation_inputs_must_overlap(terramind_provider, example, tmp_path):
-    _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), INPUT_S1RTC=example("S1RTC", "38D_378R_2_3")),
-           r"layer '38D_378R_2_3' \(INPUT_S1RTC\) does not overlap the area to process")
+    msg = _fails(GENERATE, _gen(tmp_path, INPUT_S2L2A=example("S2L2A"), INPUT_S1RTC=example("S1RTC", "38D_378R_2_3")),
+                 r"layer '38D_378R_2_3' \(INPUT_S1RTC\) does not overlap the area to process")
+    # both layers named, both with finite bounds in one CRS
+    assert re.search(r"layer '38D_378R_2_3' \(INPUT_S1RTC\) covers \[-?\d+\.\d+, -?\d+\.\d+, -?\d+\.\d+, -?\d+\.\d+\], "
+                     r"the extent of layer '282D_485L_3_3' \(INPUT_S2L2A\) \[-?\d+\.\d+, .*\] "
+                     r"\(left, bottom, right, top in EPSG:4326\)", msg), msg
 
 
 def test_generation_model_must_be_able_to_generate(terramind_provider, example, tmp_path, monkeypatch):
@@ -178,3 +183,67 @@ def test_a_worker_error_becomes_one_processing_exception(terramind_provider, tmp
     assert message.startswith("layer 'classes': ") and "class values must be 0..9, found 42..42" in message
     assert "\n" not in message and "Traceback" not in message
     assert sorted(os.listdir(tmp_path)) == ["classes.tif"]  # no output, no partial file, no sidecar
+
+
+def test_a_vrt_with_a_missing_source_is_refused_not_exported_as_data(terramind_provider, example, tmp_path):
+    """GDAL opens the VRT and QGIS would export the missing half as ordinary pixels: refused, naming
+    the layer, its parameter and the missing file; nothing is written."""
+    import shutil
+
+    left, right = tmp_path / "left.tif", tmp_path / "right.tif"
+    shutil.copy(example("S2L2A"), left)
+    ds = gdal.Translate(str(right), str(left))
+    gt = list(ds.GetGeoTransform())
+    gt[0] += 224 * gt[1]
+    ds.SetGeoTransform(gt)
+    ds = None
+    gdal.BuildVRT(str(tmp_path / "mosaic.vrt"), [str(left), str(right)]).FlushCache()
+    os.remove(right)
+    msg = _fails(RECONSTRUCT, {**_rec(str(tmp_path / "mosaic.vrt"), tmp_path), "MODEL": "test_tokenizer_s2l2a"},
+                 r"layer 'mosaic' \(INPUT\): the VRT '.*mosaic\.vrt' refers to 1 source file\(s\) that do not exist")
+    assert str(right) in msg and not os.path.exists(tmp_path / "rec.tif")
+
+
+def test_a_truncated_geotiff_stops_the_run_naming_the_file_and_leaves_no_output(terramind_provider, example, tmp_path):
+    whole, cut = tmp_path / "whole.tif", tmp_path / "truncated.tif"
+    gdal.Translate(str(whole), example("S2L2A"), creationOptions=["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"])
+    raw = whole.read_bytes()
+    cut.write_bytes(raw[: len(raw) // 2])
+    msg = _fails(RECONSTRUCT, {**_rec(str(cut), tmp_path), "MODEL": "test_tokenizer_s2l2a", "TIMESTEPS": 1},
+                 r"layer 'truncated': cannot read")
+    assert f"cannot read '{cut}' (rows " in msg and "Traceback" not in msg, msg
+    assert not os.path.exists(tmp_path / "rec.tif") and not [f for f in os.listdir(tmp_path) if "partial" in f]
+
+
+def test_a_value_rule_warning_of_the_worker_is_a_feedback_warning(terramind_provider, example, tmp_path, recording_feedback):
+    """Sentinel-2 reflectance as 0..1: the run goes ahead, and the worker's warning reaches QGIS's log."""
+    gdal.Translate(str(tmp_path / "s2_unit.tif"), example("S2L2A"), outputType=gdal.GDT_Float32,
+                   scaleParams=[[0, 10000, 0, 1]]).FlushCache()  # fmt: skip
+    feedback = recording_feedback()
+    processing.run(RECONSTRUCT, {**_rec(str(tmp_path / "s2_unit.tif"), tmp_path), "MODEL": "test_tokenizer_s2l2a",
+                                 "TIMESTEPS": 1}, feedback=feedback)  # fmt: skip
+    assert any("like reflectance 0..1, but S2L2A is reflectance x 10000" in w for w in feedback.warnings), feedback.warnings
+    assert os.path.isfile(tmp_path / "rec.tif")
+
+
+def test_a_file_qgis_cannot_open_is_not_called_not_found(terramind_provider, tmp_path):
+    """A container of several rasters lists them and says how to pick one; a damaged file gives GDAL's reason."""
+    gpkg = tmp_path / "two.gpkg"
+    for i, table in enumerate(("first", "second")):
+        options = [f"RASTER_TABLE={table}"] + (["APPEND_SUBDATASET=YES"] if i else [])
+        ds = gdal.GetDriverByName("GPKG").Create(str(gpkg), 64, 64, 1, gdal.GDT_Int16, options=options)
+        ds.SetGeoTransform((500000, 10, 0, 4000000, 0, -10))
+        ds.SetProjection("EPSG:32633")
+        ds.GetRasterBand(1).WriteArray(np.full((64, 64), 5, np.int16))
+        ds = None
+    dem = {"MODALITY": "DEM", "MODEL": "test_tokenizer_dem"}
+    msg = _fails(RECONSTRUCT, {**_rec(str(gpkg), tmp_path), **dem}, r"INPUT: '.*two\.gpkg' holds 2 rasters")
+    assert f"('GPKG:{gpkg}:first', 'GPKG:{gpkg}:second'); add the one you want as a layer" in msg and "not found" not in msg
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"II*\x00" + b"\x00" * 64)
+    msg = _fails(RECONSTRUCT, {**_rec(str(junk), tmp_path), **dem},
+                 r"INPUT: '.*junk\.tif' exists but is not a raster QGIS can read \(")
+    assert "not found" not in msg and not os.path.exists(tmp_path / "rec.tif")
+    # the table itself, picked as listed, runs
+    processing.run(RECONSTRUCT, {**_rec(f"GPKG:{gpkg}:second", tmp_path), **dem, "TIMESTEPS": 1})
+    assert os.path.isfile(tmp_path / "rec.tif")

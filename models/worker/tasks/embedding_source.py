@@ -31,6 +31,7 @@ from ...core.features import Feature, FeatureSet
 from ...core.job import Job
 from ...core.progress import Progress, ScaledProgress, check_cancelled
 from ...engine import WorkingGrid
+from ...engine.reader import open_raster, read_window
 from ...runtime.info import RuntimeInfo
 from .context import RunContext
 from .outputs import OutputSet
@@ -44,15 +45,10 @@ class EmbeddingRaster:
     """An embedding raster, open for windowed reading (see the module docstring)."""
 
     def __init__(self, path: str, name: str = "", nodata: float | None = None, field_name: str = FIELD) -> None:
-        import rasterio
 
         self.path, self.field = path, field_name
         self.what = f"layer '{name or os.path.basename(path)}'"
-        try:
-            self._src = rasterio.open(path)
-        except (rasterio.errors.RasterioIOError, OSError) as e:
-            raise InputRasterError(f"{self.what}: cannot open '{path}': {e}") from None
-        src = self._src
+        self._src = src = open_raster(path, self.what)
         try:
             tags = src.tags()
             self.info = EmbeddingInfo.from_tags(tags, self.what, field_name)
@@ -97,7 +93,7 @@ class EmbeddingRaster:
 
     def read(self, row: int, col: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
         """(data ``(D, h, w)`` float32 with invalid = 0, valid ``(h, w)``)."""
-        data = self._src.read(window=((row, row + h), (col, col + w)), out_dtype=np.float32)  # (D, h, w)
+        data = read_window(self._src, ((row, row + h), (col, col + w)), self.what, out_dtype=np.float32)  # (D, h, w)
         valid = np.isfinite(data).all(axis=0)
         if self.nodata is not None and not np.isnan(self.nodata):
             valid &= (data != np.float32(self.nodata)).all(axis=0)

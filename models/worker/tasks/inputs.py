@@ -14,13 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ...core.errors import ConfigError, InputRasterError
+from ...core.errors import ConfigError
 from ...core.job import Job
 from ...core.modalities import MODALITIES, Modality, get_modality
 from ...core.outputs import GEOTIFF_SUFFIXES, check_output_path, check_outputs_apart
 from ...core.progress import Progress
 from ...engine import InputRaster, InputStack, TilePlan, WorkingGrid, build_working_grid
 from ...engine.dates import DateSeries, TemporalStack
+from ...engine.reader import open_raster
 
 
 @dataclass(frozen=True)
@@ -112,17 +113,12 @@ def open_temporal(job: Job, keys: Sequence[str], outputs: Sequence[str], modalit
 
 def working_grid(job: Job, keys: Sequence[str]) -> WorkingGrid:
     """The working grid: the first input's (its first date's) grid, cut to the job's extent."""
-    import rasterio
-
     if not keys:
         raise ConfigError("the job has no input raster", field="inputs")
     first = job.inputs[keys[0]].all_dates[0]
     name = first.name or keys[0]
-    try:
-        with rasterio.open(first.path) as src:
-            return build_working_grid(src, name, job.extent)
-    except rasterio.errors.RasterioIOError as e:
-        raise InputRasterError(f"layer '{name}': cannot open '{first.path}': {e}") from None
+    with open_raster(first.path, f"layer '{name}'") as src:
+        return build_working_grid(src, name, job.extent)
 
 
 def make_plan(job: Job, grid: WorkingGrid, group_width: int = 2048) -> TilePlan:
@@ -135,8 +131,10 @@ def report_grid(progress: Progress, grid: WorkingGrid, stack: InputStack) -> Non
     if grid.note:
         progress.info(grid.note)
     for inp in stack.inputs:
-        if inp.note:
-            progress.warn(inp.note)
+        for message in inp.infos:
+            progress.info(message)
+        for message in inp.warnings:
+            progress.warn(message)
         if inp.resampled:
             how = "nearest neighbour" if inp.modality.categorical else "bilinear"
             progress.info(f"layer '{inp.name}' is resampled onto the working grid ({how})")

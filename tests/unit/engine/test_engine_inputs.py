@@ -73,9 +73,9 @@ def test_a_nodata_value_the_data_type_cannot_hold_is_ignored_with_a_note(tmp_pat
     grid, stack = open_stack({"DEM": path}, nodata=nodata)
     data, valid = stack.inputs[0].read(0, 0, 40, 40)
     assert valid.all() and np.array_equal(data, dem.astype(np.float32))
-    assert f"nodata value {nodata:g} cannot occur in its uint16 data and is ignored" in stack.inputs[0].note
+    assert f"nodata value {nodata:g} cannot occur in its uint16 data and is ignored" in " ".join(stack.inputs[0].warnings)
     _, kept = open_stack({"DEM": path}, nodata=55537)  # representable: honoured, no note
-    assert not kept.inputs[0].read(0, 0, 40, 40)[1].all() and kept.inputs[0].note == ""
+    assert not kept.inputs[0].read(0, 0, 40, 40)[1].all() and kept.inputs[0].warnings == []
 
 
 # -- extent ----------------------------------------------------------------------------------

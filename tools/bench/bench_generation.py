@@ -269,6 +269,27 @@ def s2_tiles() -> int:
     return TilePlan(S2_TILE, S2_TILE, TILE, OVERLAP).num_tiles
 
 
+def reference_chips(length: int, crop: int = TILE, stride: int = TILE - OVERLAP, delta: int = 8) -> int:
+    """terratorch 1.2.11 ``tiled_inference`` chips along one axis: the raster reflect-padded by ``delta``,
+    chips every ``stride`` plus one flush with the far edge (8 px of each chip's border are dropped, so
+    neighbours blend over ``crop - stride - 2 delta`` = 16 px)."""
+    padded = length + 2 * delta
+    return 1 if padded <= crop else -(-(padded - crop) // stride) + 1
+
+
+def tile_plans() -> dict:
+    """Tiles per raster size: ours at overlap 32 (terratorch's raw chip overlap) and 16 (its blended
+    overlap), and terratorch's chips (crop 224, stride 192)."""
+    from terramind_qgis.models.engine.tiling import TilePlan
+
+    out = {}
+    for size in (448, 1024, 4096, S2_TILE):
+        out[str(size)] = {"ours_overlap_32": TilePlan(size, size, TILE, 32).num_tiles,
+                          "ours_overlap_16": TilePlan(size, size, TILE, 16).num_tiles,
+                          "terratorch_crop224_stride192": reference_chips(size) ** 2}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=448)
@@ -299,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         out_path.write_text(json.dumps(results, indent=1), encoding="utf-8")
 
+    results["tile_plans"] = tile_plans()
     if "unet" not in args.skip:
         tok = build_unet()
         sample = torch.randn(args.unet_batch, 2, TILE, TILE)

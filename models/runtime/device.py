@@ -4,7 +4,12 @@
 - Precision (torch): ``fp32`` (default, the reference's numbers), or ``bf16`` / ``fp16`` through
   ``torch.autocast`` (the models keep their fp32 islands: GroupNorm, the tokenizer post-MLP and
   the DDIM scheduler). bf16 runs on CPUs and on GPUs that support it; fp16 only on CUDA. The ONNX
-  backend runs the exported float32 graphs: fp32 only.
+  backend runs the exported float32 graphs: fp32 only. On the CPU the info message names the CPU's
+  bf16 support (:func:`cpu_bf16_support`: AMX-BF16 or AVX512-BF16 from ``/proc/cpuinfo``; without
+  either oneDNN emulates bf16, which is usually slower than fp32, and the message says so).
+  :func:`prepare_decoders` casts the diffusion UNets' weights to the autocast dtype once at load
+  (GroupNorm kept float32), so autocast no longer casts them per call (results within bf16 rounding
+  of the per-call cast: oneDNN's bf16-weight kernels accumulate in another order).
 - CPU threads (``cpu_threads``): ``TERRAMIND_NUM_THREADS`` / ``OMP_NUM_THREADS`` if set, else every
   CPU this process may run on (``sched_getaffinity``); the same policy for torch and ONNX Runtime.
 - ``OomBackoff``: an out-of-memory error halves the model batch, says so in a warning, and retries;
@@ -73,6 +78,60 @@ def configure_threads() -> int:
     return n
 
 
+CPU_FLAGS = "/proc/cpuinfo"
+BF16_FLAGS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"))
+
+
+def cpu_bf16_support(cpuinfo: str | None = None) -> str | None:
+    """``'AMX-BF16'`` / ``'AVX512-BF16'`` when the CPU computes bf16 natively, else ``None``.
+
+    ``cpuinfo`` is the text of ``/proc/cpuinfo`` (read when omitted; ``None`` where it cannot be read)."""
+    if cpuinfo is None:
+        try:
+            with open(CPU_FLAGS, encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+            break
+    return next((label for flag, label in BF16_FLAGS if flag in flags), None)
+
+
+def cpu_precision_text(precision: str, support: str | None) -> str:
+    """The CPU's part of the info message for ``precision``."""
+    if precision != "bf16":
+        return precision
+    if support:
+        return f"bf16 (autocast; the CPU has {support})"
+    return "bf16 (autocast; this CPU has no AVX512-BF16/AMX: bf16 is emulated and usually slower than fp32)"
+
+
+def prepare_decoders(model: Any, choice: DeviceChoice) -> int:
+    """Cast the weights of every diffusion UNet in ``model`` to the autocast dtype, once.
+
+    GroupNorm stays float32 (as ``GroupNorm32`` computes); the other layers run in the autocast dtype
+    anyway, so under ``choice.autocast()`` only the per-call weight casts go (the outputs stay within
+    bf16 rounding of the per-call cast). Nothing happens for fp32. Returns the number of UNets cast."""
+    dtype = choice.autocast_dtype
+    if dtype is None:
+        return 0
+    from ..tokenizers.divae import DiVAE
+    from ..tokenizers.unet import GroupNorm32
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, DiVAE):
+            module.decoder.to(dtype)
+            for norm in module.decoder.modules():
+                if isinstance(norm, GroupNorm32):
+                    norm.float()
+            count += 1
+    return count
+
+
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
@@ -108,6 +167,11 @@ def select_device(requested: str = "auto", precision: str = "fp32") -> DeviceCho
         device = torch.device("cpu")
         facts = {"device": "cpu", "threads": threads}
         text = f"cpu ({_plural(threads, 'thread')})"
+        support = cpu_bf16_support()
+        facts["bf16_native"] = support
+        facts.update(precision=precision, backend="torch")
+        return DeviceChoice(device, precision, f"device {text}, precision {cpu_precision_text(precision, support)}",
+                            facts)  # fmt: skip
     else:
         raise ConfigError(f"must be {DEVICES_HELP}, got '{requested}'", field="device")
     facts.update(precision=precision, backend="torch")

@@ -17,7 +17,7 @@ from ..core.catalogue import ModelSpec
 from ..core.job import ModelRequest
 from ..core.params import Sampling
 from ..core.progress import Progress
-from .device import DeviceChoice
+from .device import DeviceChoice, prepare_decoders
 from .info import RuntimeInfo
 
 
@@ -26,6 +26,7 @@ class TorchGenerator:
 
     def __init__(self, model: object, device: DeviceChoice, spec: ModelSpec, outputs: Sequence[str]) -> None:
         self.model, self.device, self.outputs = model, device, list(outputs)
+        prepare_decoders(model, device)  # bf16/fp16: the diffusion UNets' weights cast once, not per call
         self.info = RuntimeInfo(spec.id, spec.weights.revision if spec.weights else "n/a",
                                 dict(model.weights_source), model.untrained)  # type: ignore[attr-defined]  # fmt: skip
 

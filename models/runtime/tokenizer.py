@@ -24,7 +24,7 @@ from ..core.job import Job
 from ..core.progress import Progress
 from ..core.seeds import tile_seed
 from .backend import check_tile_size
-from .device import DeviceChoice
+from .device import DeviceChoice, prepare_decoders
 from .info import RuntimeInfo
 
 
@@ -45,6 +45,7 @@ class TorchTokenizer:
 
     def __init__(self, tok: Any, device: DeviceChoice, spec: ModelSpec) -> None:
         self.tok, self.device = tok, device
+        prepare_decoders(tok, device)  # bf16/fp16: the diffusion UNet's weights cast once, not per call
         self.info = RuntimeInfo(spec.id, spec.weights.revision if spec.weights else "n/a", dict(tok.weights_source),
                                 tok.untrained)  # fmt: skip
 

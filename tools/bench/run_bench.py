@@ -17,6 +17,13 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
 8. ``bench_temporal.py`` — IBM/ESA's multi-temporal flood model (ImpactMesh, TerraMind base) over
    1024² x 4 dates x 3 modalities, the worker vs terratorch's ``tiled_inference`` (same weights, same
    tile grid): wall time, peak RSS, logit deviation.
+9. ``bench_generation.py`` — the diffusion decoders at the hardware limit: the 3x3-conv peak per
+   precision at the UNet's shapes, the UNet's GFLOP/s per precision (and as a fraction of that peak),
+   tiled generation S2L2A → S1GRD + DEM (448², 10 DDIM steps) for the worker fp32/bf16 next to
+   terratorch's default, the bf16 deviation, the seconds per 10980² Sentinel-2 tile, and peak RSS at
+   two raster sizes.
+10. ``bench_training.py`` — fine-tuning seconds per epoch and peak RSS, tiny and base (frozen, with and
+    without the feature cache), next to ``terratorch fit`` with the same recipe (one epoch, same batch).
 
 Each writes ``bench-results/<name>.json``; this script adds ``bench-results/environment.json`` (CPU,
 threads, versions) and ``bench-results/SUMMARY.md``. The reference side needs the terratorch venv
@@ -69,7 +76,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench-results")
     p.add_argument("--only", nargs="*", default=None,
-                   help="tokenizers terramind tiled segmentation onnx fleet embeddings temporal")
+                   help="tokenizers terramind tiled segmentation onnx fleet embeddings temporal generation training")
     p.add_argument("--tiled-sizes", nargs="+", default=["1024", "4096"])
     args = p.parse_args()
     out = (REPO / args.out).resolve()
@@ -90,6 +97,9 @@ def main() -> int:
         "fleet": (["tools/bench/bench_fleet.py", "--out", str(out / "fleet.json")], False),
         "embeddings": (["tools/bench/bench_embeddings.py", "--out", str(out / "embeddings.json")], False),
         "temporal": (["tools/bench/bench_temporal.py", "--out", str(out / "temporal.json"), *no_ref], False),
+        "generation": (["tools/bench/bench_generation.py", "--out", str(out / "generation.json"), *no_ref], False),
+        "training": (["tools/bench/bench_training.py", "--out", str(out / "training.json"),
+                      *(["--no-reference"] if no_ref else [])], False),
     }
     (out / "environment.json").write_text(json.dumps(environment(), indent=1), encoding="utf-8")
     done = []

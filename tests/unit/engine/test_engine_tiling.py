@@ -159,3 +159,13 @@ def test_blender_scratch_folder_sits_next_to_the_output_and_goes_away(tmp_path):
     assert os.listdir(folder)
     blender.close()
     assert glob.glob(partial_glob(out)) == []
+
+
+def test_tile_counts_quoted_in_the_readme():
+    """1024²: 36 tiles at overlap 32 (as terratorch's crop 224 / stride 192), 25 at overlap 16 (its
+    blend width); a 10980² Sentinel-2 tile: 3364 and 2809. Every neighbour pair overlaps by >= overlap."""
+    counts = {(n, ov): TilePlan(n, n, 224, ov).num_tiles for n in (1024, 10980) for ov in (32, 16)}
+    assert counts == {(1024, 32): 36, (1024, 16): 25, (10980, 32): 3364, (10980, 16): 2809}
+    for n, ov in counts:
+        o = axis_origins(n, 224, ov)
+        assert min(224 - (b - a) for a, b in zip(o, o[1:])) >= ov and o[-1] + 224 == n

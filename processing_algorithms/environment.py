@@ -93,30 +93,13 @@ def worker_environment() -> dict[str, str]:
     return env
 
 
-_BACKENDS_PROBE = """
-import json
-facts = {}
-try:
-    import torch
-    facts.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda_device=torch.cuda.is_available())
-except Exception as e:
-    facts["torch_error"] = f"{type(e).__name__}: {e}"
-try:
-    import onnxruntime
-    facts.update(onnxruntime=onnxruntime.__version__, onnx_providers=list(onnxruntime.get_available_providers()))
-except Exception as e:
-    facts["onnxruntime_error"] = f"{type(e).__name__}: {e}"
-print(json.dumps(facts))
-"""
-
-
 def describe_backends(interpreter: Interpreter) -> dict:
-    """What the interpreter's PyTorch and ONNX Runtime offer, asked in that interpreter: ``torch`` (version),
-    ``torch_cuda`` (the CUDA version torch was built for, or None), ``cuda_device`` (a usable GPU),
-    ``onnxruntime`` and ``onnx_providers`` (``onnxruntime.get_available_providers()``), or ``*_error``."""
+    """What the interpreter's PyTorch and ONNX Runtime offer, asked in that interpreter by the worker
+    package's probe (``models/worker/backends_probe.py`` lists the keys)."""
     try:
-        done = subprocess.run([interpreter.path, "-c", _BACKENDS_PROBE], env=worker_environment(),
-                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        probe = [interpreter.path, "-m", f"{package_name()}.models.worker.backends_probe"]
+        done = subprocess.run(probe, env=worker_environment(), capture_output=True, text=True, timeout=300,
+                              check=False)  # fmt: skip
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):
         raise BackendUnavailableError(

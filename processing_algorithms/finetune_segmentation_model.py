@@ -3,12 +3,8 @@ written as a Lightning checkpoint + TerraTorch YAML + model card that *Segment w
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
-import tempfile
-import time
 from typing import Any
 
 from qgis.core import (
@@ -27,7 +23,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..models.core.errors import CancelledError, ConfigError, WorkerError
+from ..models.core.errors import CancelledError, ConfigError
 from ..models.core.job import ModelRequest, TilingSpec
 from ..models.core.params import FINETUNED_INPUTS, MAX_SEED
 from ..models.core.training_params import (
@@ -42,7 +38,7 @@ from ..models.core.training_params import (
     check_model_folder,
     parse_bands,
 )
-from . import environment, worker_client
+from . import environment
 from . import parameters as p
 from .base import OutputTarget, RunPlan, TerraMindAlgorithm
 from .planning import input_file
@@ -166,43 +162,18 @@ class FinetuneSegmentationModelAlgorithm(TerraMindAlgorithm):
 
     def execute(self, plan: RunPlan, interpreter: environment.Interpreter, context: QgsProcessingContext,
                 feedback: QgsProcessingFeedback) -> dict[str, Any]:  # fmt: skip
-        """One worker job, but a cancelled or failed run keeps the model folder: the best checkpoint so far stays
-        (the default run removes every output a job touched); only unfinished files go."""
+        """The default worker run (a folder output is kept, only unfinished files in it go); a cancel says
+        whether a best checkpoint was written and kept."""
         folder, name = plan.outputs["model"].path, plan.params["name"]
         best, config, last = (os.path.join(folder, name + s) for s in (".ckpt", ".yaml", ".last.ckpt"))
         before = os.path.getmtime(best) if os.path.exists(best) else None
-        workdir = tempfile.mkdtemp(prefix="terramind-job-")
         try:
-            job = self._job(plan, workdir, context, feedback)
-            job_path = os.path.join(workdir, "job.json")
-            with open(job_path, "w", encoding="utf-8") as f:
-                f.write(job.to_json())
-
-            def cancel(proc: Any) -> None:
-                started = time.monotonic()
-                worker_client.stop_process(proc)
-                removed = remove_unfinished(folder)
-                feedback.pushInfo(f"Worker stopped {time.monotonic() - started:.1f} s after the cancel request; "
-                                  f"removed {len(removed)} unfinished file(s).")  # fmt: skip
-
-            command = [interpreter.path, "-m", f"{environment.package_name()}.models.worker", job_path]
-            try:
-                finished = worker_client.run_events(command, workdir, feedback, "TerraMind worker", cancel)
-            except CancelledError:
-                if os.path.exists(best) and os.path.getmtime(best) != before:
-                    raise CancelledError(f"fine-tuning cancelled; the best checkpoint so far is kept: {best} with its "
-                                         f"config {config} (resume from {last})") from None  # fmt: skip
-                raise CancelledError("fine-tuning cancelled before the first epoch ended: no checkpoint was written") from None
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        if finished.result is not None and finished.code == 0:
-            return finished.result
-        worker_client.log_stderr(finished, "worker", feedback)
-        remove_unfinished(folder)
-        if finished.error is not None:
-            raise worker_client.error_from_event(finished.error)
-        raise WorkerError(f"the TerraMind worker stopped unexpectedly (exit code {finished.code}) without reporting an "
-                          "error; its last messages are in the log (Log Messages panel, TerraMind tab)")  # fmt: skip
+            return super().execute(plan, interpreter, context, feedback)
+        except CancelledError:
+            if os.path.exists(best) and os.path.getmtime(best) != before:
+                raise CancelledError(f"fine-tuning cancelled; the best checkpoint so far is kept: {best} with its "
+                                     f"config {config} (resume from {last})") from None  # fmt: skip
+            raise CancelledError("fine-tuning cancelled before the first epoch ended: no checkpoint was written") from None
 
     def results(self, plan: RunPlan, result: dict[str, Any], feedback: QgsProcessingFeedback) -> dict[str, Any]:
         files = result.get("outputs") or {}
@@ -235,18 +206,3 @@ class FinetuneSegmentationModelAlgorithm(TerraMindAlgorithm):
                                                         QgsProcessingUtils.LayerHint.Vector)  # fmt: skip
             context.addLayerToLoadOnCompletion(metrics, details)
         return outputs
-
-
-def remove_unfinished(folder: str) -> list[str]:
-    """The partial files (``*.partial-<pid>``) and feature scratch a stopped worker may leave in the model folder."""
-    removed = glob.glob(os.path.join(glob.escape(folder), "*.partial-*")) + glob.glob(os.path.join(glob.escape(folder),
-                                                                                                 ".scratch"))  # fmt: skip
-    for path in removed:
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-    return removed

@@ -49,11 +49,17 @@ def _snapshot(paths: list[str]) -> dict[str, float | None]:
 
 
 def remove_job_files(job: Job, before: dict[str, float | None]) -> list[str]:
-    """Delete partial files and the outputs (with sidecars) the job created or changed; return what went."""
+    """Delete partial files and the outputs (with sidecars) the job created or changed; return what went.
+
+    An output that is a folder (a dataset, a model folder) is never removed itself — it may hold the
+    user's files and complete results (the best checkpoint of a cancelled fine-tuning); only the
+    unfinished files inside it go."""
     removed = []
     for out in job.outputs.values():
-        for path in glob.glob(partial_glob(out)):
-            removed.append(path)
+        removed += glob.glob(partial_glob(out))
+        if os.path.isdir(out):
+            removed += glob.glob(partial_glob(os.path.join(glob.escape(out), "*")))
+            continue
         for path in [out, *_sidecars(out)]:
             if os.path.exists(path) and before.get(path, None) != os.path.getmtime(path):
                 removed.append(path)

@@ -185,6 +185,8 @@ class InputRaster:
             raise InputRasterError(problem)
         if self._scale is not None:
             self.infos.append(value_rules.scale_message(what, self.modality, *self._scale))
+            # per-tile form, made once: float32 (C, 1, 1), applied in place to each window
+            self._tile_scale = tuple(v.astype(np.float32)[:, None, None] for v in self._scale)
         self._check_sample(src, what)
         self._offset = _aligned_offset(src, self.grid)
         self._vrt = None
@@ -294,7 +296,8 @@ class InputRaster:
             ok &= raw != np.asarray(self.nodata).astype(raw.dtype)
         data = raw.astype(np.float32)  # (C, h, w)
         if self._scale is not None:  # the file's scale/offset, to the modality's unit
-            data = (data * self._scale[0][:, None, None] + self._scale[1][:, None, None]).astype(np.float32)
+            data *= self._tile_scale[0]
+            data += self._tile_scale[1]
         check_class_values(self.name, self.modality, data, ok.all(axis=0))
         data[~ok] = 0.0
         return data, ok

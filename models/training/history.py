@@ -53,7 +53,8 @@ def columns(class_names: Sequence[str]) -> list[str]:
             "seconds", "best"]  # fmt: skip
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
+    """``text`` to ``path`` through ``<path>.partial-<pid>`` and a rename: never half-written."""
     partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
@@ -71,7 +72,7 @@ def write_metrics_csv(path: str | os.PathLike[str], records: Sequence[EpochRecor
                          *(f"{r.val.get(f'IoU_{n}', float('nan')):.6f}" for n in class_names),
                          *(f"{r.val.get(f'Class_Accuracy_{n}', float('nan')):.6f}" for n in class_names),
                          f"{r.seconds:.2f}", int(r.best)])  # fmt: skip
-    return _atomic_write_text(Path(path), buf.getvalue())
+    return write_text_atomic(Path(path), buf.getvalue())
 
 
 def write_curve(path: str | os.PathLike[str], records: Sequence[EpochRecord], title: str = "") -> Path:

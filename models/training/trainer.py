@@ -67,6 +67,12 @@ from .step import StepContext, eval_step, train_step
 RESUMABLE_CHANGES = ("max_epochs", "early_stopping_patience")
 
 
+def feature_scratch_name() -> str:
+    """The feature cache's spill folder in the model folder: named like every unfinished file
+    (``*.partial-<pid>``, ``core.job.partial_glob``), so one rule finds what a stopped run leaves."""
+    return f"features.partial-{os.getpid()}"
+
+
 @dataclass(frozen=True)
 class TrainingResult:
     """What a finished run produced."""
@@ -189,8 +195,8 @@ def train(
     cached = plan.frozen and recipe.cache_features and not recipe.is_tim
     if cached:
         variants = D4_ELEMENTS if recipe.augment else 1
-        ctx.train_cache = FeatureCache(len(train_ds), variants, _encoder(ctx, train_ds), scratch=out / ".scratch")
-        ctx.val_cache = FeatureCache(len(val_ds), 1, _encoder(ctx, val_ds), scratch=out / ".scratch")
+        ctx.train_cache = FeatureCache(len(train_ds), variants, _encoder(ctx, train_ds), scratch=out / feature_scratch_name())
+        ctx.val_cache = FeatureCache(len(val_ds), 1, _encoder(ctx, val_ds), scratch=out / feature_scratch_name())
         progress.info(f"frozen backbone: its features are computed once per chip{' and D4 element' if variants > 1 else ''} "
                       f"and cached ({len(train_ds)} train, {len(val_ds)} val chips)")  # fmt: skip
 
@@ -280,7 +286,7 @@ def train(
             if cache is not None:
                 cache.close()
         with contextlib.suppress(OSError):
-            (out / ".scratch").rmdir()  # only when it exists and is empty
+            (out / feature_scratch_name()).rmdir()  # only when it exists and is empty
     progress.set_progress(100.0)
     best_model = load_segmentation_model(paths["best"], paths["yaml"])  # the card comes from the file itself
     best_model.classes = info.classes

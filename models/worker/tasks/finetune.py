@@ -114,13 +114,6 @@ def evaluate(checkpoint: Path, config: Path, dataset: Any, recipe: Any, device: 
     return out
 
 
-def _write_atomic(path: Path, text: str) -> Path:
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-    return path
-
-
 def confusion_csv(evaluation: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -133,6 +126,7 @@ def confusion_csv(evaluation: dict[str, Any]) -> str:
 
 def run(req: FinetuneRequest, ctx: RunContext) -> dict[str, Any]:
     from ...training.dataset import read_dataset
+    from ...training.history import write_text_atomic
     from ...training.trainer import train
 
     job, p = req.job, req.params
@@ -163,8 +157,8 @@ def run(req: FinetuneRequest, ctx: RunContext) -> dict[str, Any]:
                "curve": str(result.curve_png)}  # fmt: skip
     evaluation = evaluate(result.checkpoint, result.config, info, recipe, device, ctx.progress)
     if evaluation is not None:
-        outputs["evaluation"] = str(_write_atomic(folder / f"{p.name}.test.json", json.dumps(evaluation, indent=1)))
-        outputs["confusion"] = str(_write_atomic(folder / f"{p.name}.confusion.csv", confusion_csv(evaluation)))
+        outputs["evaluation"] = str(write_text_atomic(folder / f"{p.name}.test.json", json.dumps(evaluation, indent=1)))
+        outputs["confusion"] = str(write_text_atomic(folder / f"{p.name}.confusion.csv", confusion_csv(evaluation)))
     else:
         ctx.progress.warn("the dataset's test split is empty: no test evaluation")
     ctx.progress.info(f"best epoch {result.best_epoch} (val loss {result.best_val_loss:.4f}); the model: {result.checkpoint} "

@@ -29,13 +29,14 @@ from typing import Any
 
 import numpy as np
 
-from ...core.errors import CancelledError, ConfigError, InputRasterError
+from ...core.errors import CancelledError, ConfigError
 from ...core.features import Feature, FeatureSet
 from ...core.job import Job
 from ...core.modalities import ClassInfo, Modality, get_modality
 from ...core.progress import check_cancelled
 from ...core.training_params import PrepareParams, check_class_values, check_dataset_folder, resolve_classes
 from ...engine import InputRaster, WorkingGrid
+from ...engine.reader import open_raster
 from .context import RunContext
 from .inputs import canonical_job, report_grid, working_grid
 from .outputs import plugin_version
@@ -88,13 +89,8 @@ def validate(job: Job, backend: str) -> PrepareRequest:
 
 
 def _band_count(path: str, name: str) -> int:
-    import rasterio
-
-    try:
-        with rasterio.open(path) as src:
-            return src.count
-    except rasterio.errors.RasterioIOError as e:
-        raise InputRasterError(f"layer '{name}': cannot open '{path}': {e}") from None
+    with open_raster(path, f"layer '{name}'") as src:
+        return src.count
 
 
 def _reading(modality: Modality, names: tuple[str, ...]) -> Modality:
@@ -244,7 +240,8 @@ def _labels(req: PrepareRequest, ctx: RunContext) -> tuple[np.ndarray, tuple[Cla
         if outside:
             ctx.progress.warn(f"{len(outside)} of {len(features)} labelled features lie outside the inputs' area and are "
                               "not used")  # fmt: skip
-        inside = tuple(f for f in features if f.id not in set(outside))
+        outside_ids = set(outside)
+        inside = tuple(f for f in features if f.id not in outside_ids)
         present = [f.label for f in inside if f.label is not None]
         classes, class_of, other = resolve_classes(p.classes, present)
         labels = feature_labels(inside, grid, class_of, other, p.buffer)

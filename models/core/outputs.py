@@ -65,13 +65,17 @@ def check_outputs_apart(
         seen[real] = key
         if not check_folders:
             continue
-        folder = os.path.dirname(real)
-        if not os.path.isdir(folder):
-            raise ConfigError(f"the folder '{folder}' does not exist; choose an existing folder", field=key)
-        problem = _cannot_write(folder)
-        if problem:
-            raise ConfigError(f"cannot write in the folder '{folder}' ({problem}); choose a folder you can write to",
-                              field=key)  # fmt: skip
+        check_writable_folder(os.path.dirname(real), key)
+
+
+def check_writable_folder(folder: str, field: str) -> None:
+    """``folder`` exists and a file can be created in it, else one ``ConfigError`` naming ``field``."""
+    if not os.path.isdir(folder):
+        raise ConfigError(f"the folder '{folder}' does not exist; choose an existing folder", field=field)
+    problem = _cannot_write(folder)
+    if problem:
+        raise ConfigError(f"cannot write in the folder '{folder}' ({problem}); choose a folder you can write to",
+                          field=field)  # fmt: skip
 
 
 def _cannot_write(folder: str) -> str | None:

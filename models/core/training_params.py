@@ -28,6 +28,7 @@ from typing import Any
 from .errors import ConfigError, UnsupportedModalityError
 from .features import FeatureSet, Label, class_table
 from .modalities import ClassInfo, get_modality
+from .outputs import check_writable_folder
 from .params import MAX_SEED, check_range, modality_names, read_bool, read_float, read_int, read_text
 from .styles import qualitative_palette
 
@@ -317,11 +318,7 @@ def check_dataset_folder(path: str, overwrite: bool, field_name: str = "outputs.
         if not os.path.isfile(os.path.join(path, "dataset.json")):
             raise ConfigError(f"'{path}' exists and is not a dataset folder (no dataset.json); it is never replaced",
                               field=field_name)  # fmt: skip
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"the folder '{parent}' does not exist; choose an existing folder", field=field_name)
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"cannot write in the folder '{parent}'; choose a folder you can write to", field=field_name)
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), field_name)
     return path
 
 
@@ -491,11 +488,7 @@ def check_model_folder(folder: str, name: str, resume: str | None, field_name: s
     if existing and not resume:
         raise ConfigError(f"the folder '{folder}' already holds a model '{name}' ({', '.join(name + s for s in existing)}); "
                           "choose another folder or model name, or resume from its checkpoint", field=field_name)  # fmt: skip
-    parent = folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"the folder '{parent}' does not exist; choose an existing folder", field=field_name)
-    if not os.access(parent, os.W_OK):
-        raise ConfigError(f"cannot write in the folder '{parent}'; choose a folder you can write to", field=field_name)
+    check_writable_folder(folder if os.path.isdir(folder) else os.path.dirname(os.path.abspath(folder)), field_name)
     return folder
 
 

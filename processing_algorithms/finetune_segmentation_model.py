@@ -23,7 +23,7 @@ from qgis.core import (
     QgsProcessingUtils,
 )
 
-from ..models.core.errors import CancelledError, ConfigError
+from ..models.core.errors import CancelledError
 from ..models.core.job import ModelRequest, TilingSpec
 from ..models.core.params import FINETUNED_INPUTS, MAX_SEED
 from ..models.core.training_params import (
@@ -149,10 +149,7 @@ class FinetuneSegmentationModelAlgorithm(TerraMindAlgorithm):
         folder = self.parameterAsString(parameters, self.OUTPUT, context)
         folder = os.path.abspath(folder) if folder else folder
         check_model_folder(folder, params.name, params.resume)
-        weights = self.parameterAsFile(parameters, p.WEIGHTS, context) or None
-        if weights and not os.path.exists(weights):
-            raise ConfigError(f"'{weights}' does not exist; give the backbone's checkpoint file (or a folder of them), "
-                              "or leave it empty to use the Hugging Face Hub", field="model.weights")  # fmt: skip
+        weights = p.read_weights(self, parameters, context)
         untrained = self.parameterAsBoolean(parameters, p.UNTRAINED, context)
         return RunPlan(task="finetune", inputs=[], outputs={"model": OutputTarget(self.OUTPUT, folder, "", "model")},
                        model=ModelRequest(id=model_id, weights=os.path.abspath(weights) if weights else None,

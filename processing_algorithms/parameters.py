@@ -182,15 +182,20 @@ def read_tiling(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProce
                       batch_size=alg.parameterAsInt(parameters, BATCH_SIZE, context))  # fmt: skip
 
 
-def read_shared(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> SharedOptions:
-    """Read and check the shared parameters."""
+def read_weights(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> str | None:
+    """The WEIGHTS file or folder (``None``: the Hugging Face Hub), which must exist when given."""
     weights = alg.parameterAsFile(parameters, WEIGHTS, context) or None
     if weights and not os.path.exists(weights):
         raise ConfigError(f"'{weights}' does not exist; give a checkpoint file or a folder of them, "
                           "or leave it empty to use the Hugging Face Hub", field="model.weights")  # fmt: skip
+    return weights
+
+
+def read_shared(alg: QgsProcessingAlgorithm, parameters: dict, context: QgsProcessingContext) -> SharedOptions:
+    """Read and check the shared parameters."""
     return SharedOptions(
         tiling=read_tiling(alg, parameters, context),
-        weights=weights,
+        weights=read_weights(alg, parameters, context),
         device=alg.parameterAsEnumString(parameters, DEVICE, context) or "auto",
         precision=alg.parameterAsEnumString(parameters, PRECISION, context) or "fp32",
         untrained=alg.parameterAsBoolean(parameters, UNTRAINED, context),

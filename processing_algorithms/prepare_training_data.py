@@ -136,8 +136,7 @@ class PrepareTrainingDataAlgorithm(TerraMindAlgorithm):
             bands = p.read_band_mapping(self, parameters, self.BANDS_PARAMS[modality], context)
             m = MODALITIES[modality]
             names = subsets.get(modality)
-            reading = m if not names else replace(m, bands=names, band_labels=tuple(m.band_labels[m.bands.index(b)]
-                                                                                    for b in names))  # fmt: skip
+            reading = m.with_bands(names) if names else m
             item = check_input(key, layer, reading, bands, mapping_param=self.BANDS_PARAMS[modality])
             inputs.append(replace(item, modality=m))
         if not inputs:

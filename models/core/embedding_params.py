@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .catalogue import ModelSpec
@@ -110,7 +110,7 @@ class EmbedParams:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"layers are numbered from 1, got {v!r}", field="params.layers")
         object.__setattr__(self, "tim", modality_names(list(self.tim), "tim"))
-        object.__setattr__(self, "bands", {get_modality(k).name: tuple(canonical_bands(get_modality(k), v))
+        object.__setattr__(self, "bands", {get_modality(k).name: get_modality(k).band_subset(v)
                                            for k, v in self.bands.items()})  # fmt: skip
         check_range("seed", self.seed, 0, MAX_SEED)
 
@@ -167,11 +167,7 @@ class EmbedParams:
     def modality(self, name: str) -> Modality:
         """Input ``name`` as the model reads it: its band subset (names, labels, statistics) if one is given."""
         base = get_modality(name)
-        if name not in self.bands:
-            return base
-        idx = [base.bands.index(b) for b in self.bands[name]]
-        return replace(base, bands=tuple(base.bands[i] for i in idx), band_labels=tuple(base.band_labels[i] for i in idx),
-                       mean=tuple(base.mean[i] for i in idx), std=tuple(base.std[i] for i in idx))  # fmt: skip
+        return base.with_bands(self.bands[name]) if name in self.bands else base
 
     def dim(self, spec: ModelSpec, inputs: Sequence[str]) -> int:
         """D of the embedding raster: the model width, times the merged modalities for ``concat``."""
@@ -180,26 +176,6 @@ class EmbedParams:
             return width
         tim_extra = [m for m in self.tim if m not in inputs]
         return width * (len(inputs) + len(tim_extra))
-
-
-def canonical_bands(modality: Modality, names: Sequence[Any]) -> list[str]:
-    """Band names (``BLUE``) or labels (``B02``) of ``modality`` → its band names, checked."""
-    out = []
-    for v in names:
-        text = str(v)
-        if text in modality.bands:
-            out.append(text)
-        elif text in modality.band_labels:
-            out.append(modality.bands[modality.band_labels.index(text)])
-        else:
-            raise ConfigError(f"{modality.name} has no band {text!r}; its bands are {', '.join(modality.band_labels)} "
-                              f"({', '.join(modality.bands)})", field="params.bands")  # fmt: skip
-    if not out:
-        raise ConfigError(f"the band subset of {modality.name} is empty", field="params.bands")
-    if len(set(out)) != len(out):
-        raise ConfigError(f"the band subset of {modality.name} names a band twice: {', '.join(map(str, names))}",
-                          field="params.bands")  # fmt: skip
-    return out
 
 
 # ----------------------------------------------------------------------------- similarity

@@ -12,9 +12,10 @@ internal key is accepted as it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
-from .errors import UnsupportedModalityError
+from .errors import ConfigError, UnsupportedModalityError
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,34 @@ class Modality:
     def output_channels(self) -> int:
         """Channels the generator returns: class logits for categorical modalities."""
         return len(self.classes) if self.categorical else self.num_bands
+
+    def band_subset(self, names: Sequence[object], field_name: str = "params.bands") -> tuple[str, ...]:
+        """Band names (``BLUE``) or labels (``B02``) of this modality → its band names, in the given
+        order; ``ConfigError`` (on ``field_name``) for an unknown band, a band named twice or none."""
+        out = []
+        for v in names:
+            text = str(v)
+            if text in self.bands:
+                out.append(text)
+            elif text in self.band_labels:
+                out.append(self.bands[self.band_labels.index(text)])
+            else:
+                raise ConfigError(f"{self.name} has no band {text!r}; its bands are {', '.join(self.band_labels)} "
+                                  f"({', '.join(self.bands)})", field=field_name)  # fmt: skip
+        if not out:
+            raise ConfigError(f"the band subset of {self.name} is empty", field=field_name)
+        if len(set(out)) != len(out):
+            raise ConfigError(f"the band subset of {self.name} names a band twice: {', '.join(map(str, names))}",
+                              field=field_name)  # fmt: skip
+        return tuple(out)
+
+    def with_bands(self, names: Sequence[str]) -> Modality:
+        """This modality read as its bands ``names`` (band names, any order): names, labels and statistics."""
+        if tuple(names) == self.bands:
+            return self
+        idx = [self.bands.index(b) for b in names]
+        return replace(self, bands=tuple(self.bands[i] for i in idx), band_labels=tuple(self.band_labels[i] for i in idx),
+                       mean=tuple(self.mean[i] for i in idx), std=tuple(self.std[i] for i in idx))  # fmt: skip
 
 
 S2L2A_BANDS = (

@@ -219,7 +219,8 @@ class PrepareParams:
                 or abs(sum(fr) - 1) > 1e-3 or fr[0] <= 0 or fr[1] <= 0):  # fmt: skip
             raise ConfigError(f"must be three fractions (train, val, test) adding up to 1, train and val above 0, "
                               f"got {list(fr)}", field="params.fractions")  # fmt: skip
-        object.__setattr__(self, "bands", {get_modality(k).name: tuple(v) for k, v in self.bands.items()})
+        object.__setattr__(self, "bands", {get_modality(k).name: get_modality(k).band_subset(v)
+                                           for k, v in self.bands.items()})  # fmt: skip
 
     @property
     def effective_stride(self) -> int:
@@ -286,13 +287,9 @@ class PrepareParams:
                 raise ConfigError(str(e), field=f"inputs.{m}") from None
             if modality.is_tokenized_input or not modality.can_be_input:
                 raise ConfigError(f"{modality.name} is not a pixel input TerraMind can be fine-tuned on", field=f"inputs.{m}")
-        for m, names in self.bands.items():
+        for m in self.bands:
             if m not in inputs:
                 raise ConfigError(f"band names are given for {m}, which is not an input", field="params.bands")
-            full = get_modality(m).bands
-            unknown = [b for b in names if b not in full]
-            if unknown or not names:
-                raise ConfigError(f"{m} has no band(s) {unknown} (its bands: {', '.join(full)})", field="params.bands")
         for m, n in (band_counts or {}).items():
             names = self.band_names(m)
             if n != len(names):
@@ -385,7 +382,8 @@ class FinetuneParams:
         if not self.name or any(c in self.name for c in '/\\:*?"<>|') or self.name.startswith("."):
             raise ConfigError(f"'{self.name}' must be a plain file name (no path separators)", field="params.name")
         object.__setattr__(self, "modalities", modality_names(list(self.modalities), "modalities"))
-        object.__setattr__(self, "bands", {get_modality(k).name: tuple(v) for k, v in self.bands.items()})
+        object.__setattr__(self, "bands", {get_modality(k).name: get_modality(k).band_subset(v)
+                                           for k, v in self.bands.items()})  # fmt: skip
         for name, options in (("loss", LOSSES), ("backbone", BACKBONE_MODES), ("statistics", STATISTICS)):
             if getattr(self, name) not in options:
                 raise ConfigError(f"must be one of {', '.join(options)}, got {getattr(self, name)!r}", field=f"params.{name}")
@@ -505,9 +503,5 @@ def parse_bands(text: str | None, field_name: str = "params.bands") -> dict[str,
             modality = get_modality(name.strip())
         except UnsupportedModalityError as e:
             raise ConfigError(str(e), field=field_name) from None
-        unknown = [b for b in names if b not in modality.bands]
-        if unknown:
-            raise ConfigError(f"{modality.name} has no band(s) {', '.join(unknown)} (its bands: {', '.join(modality.bands)})",
-                              field=field_name)  # fmt: skip
-        out[modality.name] = names
+        out[modality.name] = modality.band_subset(names, field_name)
     return out

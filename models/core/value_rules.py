@@ -70,22 +70,22 @@ def scale_warning(what: str, modality: Modality, sample: np.ndarray) -> str | No
     if sample.size < 16 or modality.categorical:
         return None
     med, p99 = float(np.median(sample)), float(np.percentile(np.abs(sample), 99))
-    name = modality.name
+    name, kind = modality.name, modality.kind
     if modality.reflectance and p99 <= 2.0:
         return (f"{what}: its values are 0 to {p99:.3g}, like reflectance 0..1, but {name} is reflectance x 10000 "
                 "(about 0..10000): multiply by 10000, or state the scale in the file (gdal_edit -scale 10000)")  # fmt: skip
-    if name == "NDVI" and p99 > 1.5:
-        return (f"{what}: its values reach {p99:.4g}, but NDVI is -1..1; scaled NDVI (x 10000 or x 100) must be "
+    if kind == "index" and p99 > 1.5 * modality.max_value:
+        return (f"{what}: its values reach {p99:.4g}, but {name} is -1..1; scaled NDVI (x 10000 or x 100) must be "
                 "divided back, or the scale stated in the file (gdal_edit -scale 0.0001)")  # fmt: skip
-    if name in ("S1GRD", "S1RTC") and float(sample.min()) >= 0.0:
+    if kind == "sar" and float(sample.min()) >= 0.0:
         if med < 1.5:
             return (f"{what}: its values are all positive and small (median {med:.3g}), like linear power, but {name} "
                     "is backscatter in dB (about -30..5): convert with 10 x log10(value)")  # fmt: skip
         return (f"{what}: its values are all positive (median {med:.4g}), but {name} is backscatter in dB "
                 "(mostly negative, about -30..5): give calibrated backscatter in dB, not amplitude or digital "
                 "numbers")  # fmt: skip
-    if name == "S2RGB" and p99 > 255.0:
-        return (f"{what}: its values reach {p99:.5g}, but S2RGB is 8-bit colour (0..255); give an 8-bit true-colour "
+    if kind == "rgb" and p99 > modality.max_value:
+        return (f"{what}: its values reach {p99:.5g}, but {name} is 8-bit colour (0..255); give an 8-bit true-colour "
                 "image, or use S2L2A for reflectance")  # fmt: skip
     return None
 

@@ -159,23 +159,19 @@ def select_device(requested: str = "auto", precision: str = "fp32") -> DeviceCho
             raise ConfigError(f"'bf16' is not supported by {props.name}; choose 'fp16' or 'fp32'", field="precision")
         facts = {"device": str(device), "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
                  "capability": f"{props.major}.{props.minor}"}  # fmt: skip
-        text = f"{device} ({props.name}, {facts['memory_gb']} GB)"
+        text, precision_text = f"{device} ({props.name}, {facts['memory_gb']} GB)", precision
     elif requested == "cpu":
         if precision == "fp16":
             raise ConfigError("'fp16' needs a CUDA GPU; on the CPU choose 'bf16' or 'fp32'", field="precision")
         threads = configure_threads()
         device = torch.device("cpu")
-        facts = {"device": "cpu", "threads": threads}
-        text = f"cpu ({_plural(threads, 'thread')})"
         support = cpu_bf16_support()
-        facts["bf16_native"] = support
-        facts.update(precision=precision, backend="torch")
-        return DeviceChoice(device, precision, f"device {text}, precision {cpu_precision_text(precision, support)}",
-                            facts)  # fmt: skip
+        facts = {"device": "cpu", "threads": threads, "bf16_native": support}
+        text, precision_text = f"cpu ({_plural(threads, 'thread')})", cpu_precision_text(precision, support)
     else:
         raise ConfigError(f"must be {DEVICES_HELP}, got '{requested}'", field="device")
     facts.update(precision=precision, backend="torch")
-    return DeviceChoice(device, precision, f"device {text}, precision {precision}", facts)
+    return DeviceChoice(device, precision, f"device {text}, precision {precision_text}", facts)
 
 
 def select_onnx_device(requested: str = "auto", precision: str = "fp32") -> DeviceChoice:

@@ -32,7 +32,7 @@ import numpy as np
 from ...core.errors import CancelledError, ConfigError
 from ...core.features import Feature, FeatureSet
 from ...core.job import Job
-from ...core.modalities import ClassInfo, Modality, get_modality
+from ...core.modalities import ClassInfo, get_modality
 from ...core.progress import check_cancelled
 from ...core.training_params import PrepareParams, check_class_values, check_dataset_folder, resolve_classes
 from ...engine import InputRaster, WorkingGrid
@@ -77,7 +77,7 @@ def validate(job: Job, backend: str) -> PrepareRequest:
     try:
         for key in keys:
             names = params.band_names(key)
-            modality = _reading(get_modality(key), names)
+            modality = get_modality(key).with_bands(names)
             opened.append(InputRaster(key, job.inputs[key], modality, grid))
         if params.label_raster is not None and not os.path.isfile(params.label_raster.path):
             raise ConfigError(f"'{params.label_raster.path}' does not exist", field=LABEL_RASTER)
@@ -91,14 +91,6 @@ def validate(job: Job, backend: str) -> PrepareRequest:
 def _band_count(path: str, name: str) -> int:
     with open_raster(path, f"layer '{name}'") as src:
         return src.count
-
-
-def _reading(modality: Modality, names: tuple[str, ...]) -> Modality:
-    """``modality`` read with the bands ``names`` (a subset keeps its band labels)."""
-    if names == modality.bands:
-        return modality
-    labels = tuple(modality.band_labels[modality.bands.index(b)] for b in names)
-    return replace(modality, bands=names, band_labels=labels)
 
 
 # ----------------------------------------------------------------------------- labels on the grid

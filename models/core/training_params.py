@@ -45,6 +45,7 @@ STATISTICS = ("pretraining", "dataset")
 OTHER = "*"
 CLASSES_EXAMPLE = "*: Others #D9D9D9; 1: Water #1F77B4"
 DATASET_FORMAT = "terramind_qgis.dataset"
+DATASET_FORMAT_VERSION = 1
 _COLOUR = re.compile(r"#[0-9A-Fa-f]{6}")
 _ENTRY = re.compile(r"^\s*([^:]+?)\s*:\s*(.*?)\s*(#[0-9A-Fa-f]{6})?\s*$")
 
@@ -320,6 +321,27 @@ def check_dataset_folder(path: str, overwrite: bool, field_name: str = "outputs.
 
 
 # ----------------------------------------------------------------------------- the dataset, as JSON
+def read_dataset_document(folder: str | os.PathLike[str], field_name: str | None = "params.dataset") -> tuple[str, dict]:
+    """``(path, document)`` of a dataset folder's ``dataset.json``, which must be readable JSON of this
+    format and version; else one ``ConfigError`` saying which (on ``field_name``)."""
+    path = os.path.join(folder, "dataset.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ConfigError(f"'{folder}' is not a fine-tuning dataset folder: cannot read dataset.json "
+                          f"({e.strerror or e}); make one with Prepare training data", field=field_name) from None
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e})", field=field_name) from None
+    if not isinstance(doc, dict) or doc.get("format") != DATASET_FORMAT:
+        raise ConfigError(f"{path} is not a fine-tuning dataset description (expected \"format\": "
+                          f"\"{DATASET_FORMAT}\")", field=field_name)  # fmt: skip
+    if doc.get("format_version") != DATASET_FORMAT_VERSION:
+        raise ConfigError(f"{path} has format_version {doc.get('format_version')}; this plugin reads "
+                          f"{DATASET_FORMAT_VERSION}", field=field_name)  # fmt: skip
+    return path, doc
+
+
 @dataclass(frozen=True)
 class DatasetSummary:
     """What ``dataset.json`` of a dataset folder says (read with the standard library)."""
@@ -333,17 +355,7 @@ class DatasetSummary:
 
     @classmethod
     def read(cls, folder: str, field_name: str = "params.dataset") -> DatasetSummary:
-        path = os.path.join(folder, "dataset.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except OSError as e:
-            raise ConfigError(f"'{folder}' is not a fine-tuning dataset folder: cannot read dataset.json "
-                              f"({e.strerror or e}); make one with Prepare training data", field=field_name) from None
-        except ValueError as e:
-            raise ConfigError(f"{path} is not valid JSON ({e})", field=field_name) from None
-        if not isinstance(doc, dict) or doc.get("format") != DATASET_FORMAT:
-            raise ConfigError(f"{path} is not a fine-tuning dataset description", field=field_name)
+        path, doc = read_dataset_document(folder, field_name)
         try:
             return cls(
                 folder, int(doc["chip_size"]), {m: tuple(d["bands"]) for m, d in doc["modalities"].items()},

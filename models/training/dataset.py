@@ -40,10 +40,9 @@ import numpy as np
 
 from ..core.errors import ConfigError, InputRasterError
 from ..core.modalities import ClassInfo
+from ..core.training_params import DATASET_FORMAT, DATASET_FORMAT_VERSION, read_dataset_document
 from .split import SPLITS, ChipWindow, check_splits
 
-FORMAT = "terramind_qgis.dataset"
-FORMAT_VERSION = 1
 IGNORE_INDEX = -1
 LABEL_FOLDER = "label"
 LABEL_SUFFIX = "_label.tif"
@@ -290,8 +289,8 @@ class DatasetWriter:
                 splits[s] = {"file": f"{SPLIT_FOLDER}/{s}.txt", "chips": len(ids),
                              "class_pixels": self.class_pixels[s].tolist(), "ignored_pixels": self.ignored[s]}  # fmt: skip
             doc = {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
+                "format": DATASET_FORMAT,
+                "format_version": DATASET_FORMAT_VERSION,
                 "layout": "terratorch.datamodules.GenericMultiModalDataModule",
                 "chip_size": self.chip_size,
                 "modalities": {
@@ -344,19 +343,7 @@ def write_dataset(
 def read_dataset(folder: str | os.PathLike[str]) -> DatasetInfo:
     """The ``DatasetInfo`` of a dataset folder, with one ``ConfigError`` when it is not one."""
     folder = Path(folder)
-    path = folder / "dataset.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(
-            f"'{folder}' is not a fine-tuning dataset folder: cannot read {path.name} ({e.strerror})"
-        ) from None
-    except ValueError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ConfigError(f"{path} is not a fine-tuning dataset description (expected \"format\": \"{FORMAT}\")")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise ConfigError(f"{path} has format_version {doc.get('format_version')}; this plugin reads {FORMAT_VERSION}")
+    path, doc = read_dataset_document(folder, None)
     try:
         return DatasetInfo(
             folder=folder,

@@ -158,3 +158,26 @@ def test_d4_is_the_dihedral_group() -> None:
         assert sorted(d4(x, k).flatten().tolist()) == sorted(x.flatten().tolist())
     with pytest.raises(ValueError, match="0..7"):
         d4(x, 8)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d.update(format_version=2), "has format_version 2; this plugin reads 1"),
+    (lambda d: d.update(format="other"), 'is not a fine-tuning dataset description'),
+    (lambda d: d.pop("classes"), "is incomplete"),
+])  # fmt: skip
+def test_both_readers_of_dataset_json_apply_the_same_rules(tmp_path: Path, change, message) -> None:
+    """The worker's reader (models/training) and the QGIS side's summary (models/core) read the one file
+    through one function: a document either refuses is refused by both, with the same words."""
+    from terramind_qgis.models.core.training_params import DatasetSummary
+
+    _tiny(tmp_path)
+    path = tmp_path / "ds" / "dataset.json"
+    assert DatasetSummary.read(str(tmp_path / "ds")).chip_size == read_dataset(tmp_path / "ds").chip_size == 32
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=message):
+        read_dataset(tmp_path / "ds")
+    with pytest.raises(ConfigError, match=message) as e:
+        DatasetSummary.read(str(tmp_path / "ds"))
+    assert e.value.field == "params.dataset"

@@ -28,7 +28,17 @@ quote the ratios, not the seconds):
     turn. Also: the bf16 deviation from fp32 (MAE, max abs error per band in output units: dB for
     S1, m for DEM), and the seconds per 10980² Sentinel-2 tile extrapolated from the worker's
     measured seconds per tile (the same plan gives 3364 tiles).
-(d) ``peak_rss``: the worker (fp32, 1 DDIM step) at two raster sizes (``--rss-sizes``), peak RSS.
+(c') ``end_to_end_same_blend_width``: ours again at ``OVERLAP`` 16 (the 16 px over which terratorch's
+    chips blend, with fewer tiles), fp32 and bf16, against the reference of (c).
+(d) ``peak_rss``: the worker (``--rss-precision``, 1 DDIM step) at two raster sizes (``--rss-sizes``,
+    1024² and 4096² by default), peak RSS (bf16 by default so that the 4096² run fits a bench session;
+    the strips and buffers that could grow with the raster do not depend on the precision).
+(e) ``winograd_trial``: Winograd F(2,3) against the direct 3x3 convolution on the UNet's dominant
+    shapes, per precision, with errors against float64 (``winograd_trial.py``): measured, not used.
+(f) ``onnxruntime_unet``: the UNet exported as the ONNX backend exports it, on onnxruntime's CPU
+    provider, against torch fp32 on the same batch (``onnx_unet_trial.py``): measured, not used.
+
+Defaults are the issue's target configuration: 1024², S1GRD + DEM, 10 DDIM steps, batch 4.
 
 The reference side needs the terratorch venv (``tools/reference/setup-terratorch.sh``); without it
 (or with ``--no-reference``) only our side is timed.
@@ -58,17 +68,6 @@ TILE, OVERLAP = 224, 32
 
 
 # -- (a) and (b): the UNet and its convolutions ---------------------------------------------------
-
-
-def timed(fn, repeats: int) -> float:
-    """Best of ``repeats`` wall times after one warm-up."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def build_unet():
@@ -242,7 +241,7 @@ def make_weights(folder: Path, outputs: list[str]) -> dict[str, Path]:
 
 
 def run_ours(workdir: Path, raster: Path, weights: dict, outputs: list[str], size: int, precision: str,
-             timesteps: int, name: str) -> dict:  # fmt: skip
+             timesteps: int, name: str, overlap: int = OVERLAP) -> dict:  # fmt: skip
     paths = {m: str(workdir / f"ours_{name}_{m}.tif") for m in outputs}
     job = {
         "protocol": 1, "task": "generate",
@@ -250,7 +249,7 @@ def run_ours(workdir: Path, raster: Path, weights: dict, outputs: list[str], siz
         "outputs": paths,
         "model": {"id": MODEL, "weights": str(weights["model"]), "tokenizer_weights": {m: str(weights[m]) for m in outputs}},
         "params": {"outputs": outputs, "temperature": 1.0, "top_p": 0.8, "top_k": 0, "seed": 0, "timesteps": timesteps},
-        "tiling": {"tile_size": TILE, "overlap": OVERLAP, "batch_size": 4}, "device": "cpu", "precision": precision,
+        "tiling": {"tile_size": TILE, "overlap": overlap, "batch_size": 4}, "device": "cpu", "precision": precision,
     }  # fmt: skip
     stats, result = run_worker(job, workdir, name)
     log = (workdir / f"ours_{name}.log").read_text()
@@ -316,16 +315,34 @@ def tile_plans() -> dict:
     return out
 
 
+def same_blend_width(e2e: dict, workdir: Path, weights: dict, args: argparse.Namespace) -> dict:
+    """(c') ours at ``OVERLAP`` 16, the width over which terratorch's chips actually blend (it drops 8 px
+    of each 224 px chip's border, stride 192), next to the reference measured in (c)."""
+    raster = write_mosaic(workdir / f"s2_{args.size}.tif", "S2L2A", args.size)
+    out: dict = {"overlap": 16, "note": "terratorch crop 224 / stride 192 / delta 8 blends neighbours over 16 px"}
+    for precision in ("fp32", "bf16"):
+        out[f"ours_{precision}"] = run_ours(workdir, raster, weights, e2e["outputs"], args.size, precision,
+                                            e2e["timesteps"], f"{precision}_overlap16", overlap=16)  # fmt: skip
+        print(json.dumps({f"ours_{precision}_overlap16": out[f"ours_{precision}"]}), flush=True)
+    ref = e2e["rounds"][0].get("reference_default", {}).get("wall_s")
+    if ref:
+        out["ratios_wall_time"] = {f"{p}_speedup_over_reference": round(ref / out[f"ours_{p}"]["wall_s"], 2)
+                                   for p in ("fp32", "bf16")}  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=448)
+    p.add_argument("--size", type=int, default=1024)
     p.add_argument("--outputs", nargs="+", default=["S1GRD", "DEM"], choices=sorted(TOKENIZERS))
     p.add_argument("--timesteps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=1, help="end-to-end rounds (each: ours fp32, reference, ours bf16)")
-    p.add_argument("--unet-batch", type=int, default=2)
+    p.add_argument("--unet-batch", type=int, default=4)
     p.add_argument("--unet-repeats", type=int, default=3)
-    p.add_argument("--rss-sizes", type=int, nargs=2, default=[448, 1024])
-    p.add_argument("--skip", nargs="*", default=[], choices=["unet", "end_to_end", "peak_rss"])
+    p.add_argument("--rss-sizes", type=int, nargs=2, default=[1024, 4096])
+    p.add_argument("--rss-precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--skip", nargs="*", default=[],
+                   choices=["unet", "end_to_end", "blend_width", "peak_rss", "winograd", "onnxruntime"])
     p.add_argument("--out", default=str(REPO / "bench-results" / "generation.json"))
     p.add_argument("--workdir", default="/tmp/terramind-bench-generation")
     p.add_argument("--reference-python", default=os.environ.get("REF_PY") or str(REFERENCE_PYTHON))
@@ -400,17 +417,34 @@ def main(argv: list[str] | None = None) -> int:
         }  # fmt: skip
         print(json.dumps({"ratios": ratios, "s2": e2e["sentinel2_tile_extrapolation"]}), flush=True)
         save()
+    if "blend_width" not in args.skip and "end_to_end" in results:
+        results["end_to_end_same_blend_width"] = same_blend_width(results["end_to_end"], workdir, weights, args)
+        save()
     if "peak_rss" not in args.skip:
-        rss = {"timesteps": 1, "precision": "fp32", "outputs": args.outputs, "runs": []}
+        rss = {"timesteps": 1, "precision": args.rss_precision, "outputs": args.outputs, "runs": []}
         for size in args.rss_sizes:
             raster = write_mosaic(workdir / f"s2_{size}.tif", "S2L2A", size)
-            stats = run_ours(workdir, raster, weights, args.outputs, size, "fp32", 1, f"rss_{size}")
+            stats = run_ours(workdir, raster, weights, args.outputs, size, args.rss_precision, 1, f"rss_{size}")
             rss["runs"].append({"size": size, "tiles": stats["tiles"], "peak_rss_mb": stats["peak_rss_mb"],
                                 "wall_s": stats["wall_s"]})  # fmt: skip
             print(json.dumps({"rss": rss["runs"][-1]}), flush=True)
         a, b = rss["runs"][0]["peak_rss_mb"], rss["runs"][1]["peak_rss_mb"]
         rss["growth"] = round(b / a - 1, 3)
         results["peak_rss"] = rss
+        save()
+    if "winograd" not in args.skip:
+        from winograd_trial import trial
+
+        results["winograd_trial"] = trial(args.unet_batch)
+        print(json.dumps({"winograd_trial": results["winograd_trial"]}), flush=True)
+        save()
+    if "onnxruntime" not in args.skip:
+        from onnx_unet_trial import trial as onnx_trial
+
+        from terramind_qgis.models.runtime.device import cpu_threads
+
+        results["onnxruntime_unet"] = onnx_trial(build_unet(), args.unet_batch, cpu_threads())
+        print(json.dumps({"onnxruntime_unet": results["onnxruntime_unet"]}), flush=True)
     results["machine"]["load_avg_end"] = os.getloadavg()
     save()
     print(f"wrote {out_path}")

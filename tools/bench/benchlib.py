@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,17 @@ _MEASURE = (
     "print(json.dumps({'rc': rc, 'wall_s': round(time.monotonic() - t, 2),\n"
     "                  'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}))\n"
 )
+
+
+def best_time(fn, repeats: int = 3) -> float:
+    """Best of ``repeats`` wall times of ``fn()`` after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def machine() -> dict:

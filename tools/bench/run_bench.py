@@ -19,7 +19,7 @@ Runs, one after another (never in parallel: the timings share the CPU), from the
    tile grid): wall time, peak RSS, logit deviation.
 9. ``bench_generation.py`` — the diffusion decoders at the hardware limit: the 3x3-conv peak per
    precision at the UNet's shapes, the UNet's GFLOP/s per precision (and as a fraction of that peak),
-   tiled generation S2L2A → S1GRD + DEM (448², 10 DDIM steps) for the worker fp32/bf16 next to
+   tiled generation S2L2A → S1GRD + DEM (1024², 10 DDIM steps, batch 4) for the worker fp32/bf16 next to
    terratorch's default, the bf16 deviation, the seconds per 10980² Sentinel-2 tile, and peak RSS at
    two raster sizes.
 10. ``bench_training.py`` — fine-tuning seconds per epoch and peak RSS, tiny and base (frozen, with and

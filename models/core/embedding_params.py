@@ -28,7 +28,7 @@ from .catalogue import ModelSpec
 from .errors import ConfigError
 from .features import FeatureSet, require_folds, require_two_classes
 from .job import TilingSpec
-from .modalities import Modality, get_modality
+from .modalities import Modality, band_subsets, get_modality
 from .params import (
     MAX_SEED,
     check_range,
@@ -110,8 +110,7 @@ class EmbedParams:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ConfigError(f"layers are numbered from 1, got {v!r}", field="params.layers")
         object.__setattr__(self, "tim", modality_names(list(self.tim), "tim"))
-        object.__setattr__(self, "bands", {get_modality(k).name: get_modality(k).band_subset(v)
-                                           for k, v in self.bands.items()})  # fmt: skip
+        object.__setattr__(self, "bands", band_subsets(self.bands))
         check_range("seed", self.seed, 0, MAX_SEED)
 
     @classmethod

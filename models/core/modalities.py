@@ -12,7 +12,7 @@ internal key is accepted as it is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError, UnsupportedModalityError
@@ -228,3 +228,10 @@ def get_modality(name: str) -> Modality:
     raise UnsupportedModalityError(
         f"unknown modality '{name}'; expected one of {', '.join(MODALITIES)}"
     )
+
+
+def band_subsets(bands: Mapping[str, Sequence[object]], field_name: str = "params.bands") -> dict[str, tuple[str, ...]]:
+    """``{modality: band names or labels}`` → ``{canonical modality name: its band names}``, each checked
+    by ``Modality.band_subset``."""
+    modalities = {k: get_modality(k) for k in bands}
+    return {m.name: m.band_subset(bands[k], field_name) for k, m in modalities.items()}

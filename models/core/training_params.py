@@ -27,7 +27,7 @@ from typing import Any
 
 from .errors import ConfigError, UnsupportedModalityError
 from .features import FeatureSet, Label, class_table
-from .modalities import ClassInfo, get_modality
+from .modalities import ClassInfo, band_subsets, get_modality
 from .outputs import check_writable_folder
 from .params import MAX_SEED, check_range, modality_names, read_bool, read_float, read_int, read_text
 from .styles import qualitative_palette
@@ -220,8 +220,7 @@ class PrepareParams:
                 or abs(sum(fr) - 1) > 1e-3 or fr[0] <= 0 or fr[1] <= 0):  # fmt: skip
             raise ConfigError(f"must be three fractions (train, val, test) adding up to 1, train and val above 0, "
                               f"got {list(fr)}", field="params.fractions")  # fmt: skip
-        object.__setattr__(self, "bands", {get_modality(k).name: get_modality(k).band_subset(v)
-                                           for k, v in self.bands.items()})  # fmt: skip
+        object.__setattr__(self, "bands", band_subsets(self.bands))
 
     @property
     def effective_stride(self) -> int:
@@ -394,8 +393,7 @@ class FinetuneParams:
         if not self.name or any(c in self.name for c in '/\\:*?"<>|') or self.name.startswith("."):
             raise ConfigError(f"'{self.name}' must be a plain file name (no path separators)", field="params.name")
         object.__setattr__(self, "modalities", modality_names(list(self.modalities), "modalities"))
-        object.__setattr__(self, "bands", {get_modality(k).name: get_modality(k).band_subset(v)
-                                           for k, v in self.bands.items()})  # fmt: skip
+        object.__setattr__(self, "bands", band_subsets(self.bands))
         for name, options in (("loss", LOSSES), ("backbone", BACKBONE_MODES), ("statistics", STATISTICS)):
             if getattr(self, name) not in options:
                 raise ConfigError(f"must be one of {', '.join(options)}, got {getattr(self, name)!r}", field=f"params.{name}")
